@@ -1,0 +1,75 @@
+"""Where every file of the pipeline lives, defined once.
+
+All paths are relative to the project root, which is the working directory of every
+DVC stage (``wdir`` defaults to the folder of ``dvc.yaml``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+
+DATA = Path("data")
+RAW_DIR = DATA / "raw"
+RAW_RECORDS = RAW_DIR / "ori_pqal.json"
+CLEAN_DIR = DATA / "clean"
+CLEAN_RECORDS = CLEAN_DIR / "pqal.jsonl"
+SPLITS_DIR = DATA / "splits"
+SPLIT_NAMES = ("train", "val", "test")
+
+MODELS_DIR = Path("models")
+METRICS_DIR = Path("metrics")
+DATA_METRICS_DIR = METRICS_DIR / "data"
+CLEAN_METRICS = DATA_METRICS_DIR / "clean.json"
+SPLIT_METRICS = DATA_METRICS_DIR / "split.json"
+TRAIN_METRICS_DIR = METRICS_DIR / "train"
+EVAL_METRICS = METRICS_DIR / "eval.json"
+
+PLOTS_DIR = Path("plots")
+TRAIN_PLOTS_DIR = PLOTS_DIR / "train"
+EVAL_PLOTS_DIR = PLOTS_DIR / "eval"
+PREDICTIONS_DIR = EVAL_PLOTS_DIR / "predictions"
+COVERAGE_DIR = EVAL_PLOTS_DIR / "coverage"
+FIGURES_DIR = PLOTS_DIR / "figures"
+REPORTS_DIR = Path("reports")
+SUMMARY_REPORT = REPORTS_DIR / "summary.md"
+EXAMPLES_REPORT = REPORTS_DIR / "examples.md"
+
+# Resume checkpoints live outside every DVC output: DVC deletes a stage's outputs
+# before it reruns the stage, which would throw away the checkpoint to resume from.
+CHECKPOINTS_DIR = Path(".checkpoints")
+
+
+def split_file(split: str) -> Path:
+    """Path of one split's JSON-lines file.
+
+    Args:
+        split: One of ``train``, ``val``, ``test``.
+
+    Returns:
+        The path ``data/splits/<split>.jsonl``.
+    """
+    if split not in SPLIT_NAMES:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLIT_NAMES}")
+    return SPLITS_DIR / f"{split}.jsonl"
+
+
+def adapter_dir(method: str) -> Path:
+    """Directory of one trained adapter (``models/<method>``)."""
+    return MODELS_DIR / method
+
+
+def train_metrics_file(method: str) -> Path:
+    """Training metrics of one method (``metrics/train/<method>.json``)."""
+    return TRAIN_METRICS_DIR / f"{method}.json"
+
+
+def train_plots_dir(method: str) -> Path:
+    """DVCLive directory holding one method's loss curves (``plots/train/<method>``)."""
+    return TRAIN_PLOTS_DIR / method
+
+
+def checkpoint_dir(method: str) -> Path:
+    """Trainer checkpoints of one method, kept for resuming a killed run."""
+    return CHECKPOINTS_DIR / method

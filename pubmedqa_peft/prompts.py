@@ -1,0 +1,104 @@
+"""What the model reads and what it must answer: the prompt template and the verbalizer.
+
+The template is one small function; the verbalizer maps a label to its answer word.
+Only the context is ever truncated to fit ``model.max_source_length``; the question
+and the instruction are kept whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+LABELS = ("no", "yes")
+"""Class order used everywhere: index 1 is the positive class ``yes``."""
+
+
+def format_prompt(question: str, context: str) -> str:
+    """The prompt template: question first, then the context, then the instruction.
+
+    Args:
+        question: The research question.
+        context: The abstract's context passages, joined.
+
+    Returns:
+        The prompt text.
+    """
+    return f"Question: {question}\nContext: {context}\nAnswer the question with yes or no."
+
+
+def verbalize(label: str) -> str:
+    """The verbalizer: the answer word the model must produce for a label.
+
+    Args:
+        label: ``"yes"`` or ``"no"``.
+
+    Returns:
+        The target word.
+
+    Raises:
+        ValueError: For any other label.
+    """
+    if label not in LABELS:
+        raise ValueError(f"unknown label {label!r}; expected one of {LABELS}")
+    return label
+
+
+def format_fewshot_prompt(exemplars: Sequence[dict[str, Any]], question: str, context: str) -> str:
+    """An in-context prompt: solved exemplars, then the query in the usual template.
+
+    Args:
+        exemplars: Records with ``question``, ``context`` and ``label`` (contexts
+            already shortened by the caller).
+        question: The query question.
+        context: The query context.
+
+    Returns:
+        The few-shot prompt text.
+    """
+    shots = [f"{format_prompt(e['question'], e['context'])} {verbalize(e['label'])}" for e in exemplars]
+    return "\n\n".join([*shots, format_prompt(question, context)])
+
+
+def _fit(tokenizer: Any, build: Any, context: str, max_length: int, what: str) -> str:
+    """Shorten ``context`` token-wise until ``build(context)`` encodes to ``max_length`` tokens."""
+    text = build(context)
+    n = len(tokenizer(text).input_ids)
+    if n <= max_length:
+        return text
+    overhead = len(tokenizer(build("")).input_ids)
+    budget = max_length - overhead
+    if budget <= 0:
+        raise ValueError(
+            f"{what}: the prompt without its context is already {overhead} tokens, "
+            f"more than model.max_source_length={max_length}"
+        )
+    ctx_ids = tokenizer(context, add_special_tokens=False).input_ids
+    # Decoding then re-encoding can merge or split tokens at the cut, so re-check
+    # and trim a little more until it fits.
+    while budget > 0:
+        text = build(tokenizer.decode(ctx_ids[:budget], skip_special_tokens=True))
+        n = len(tokenizer(text).input_ids)
+        if n <= max_length:
+            return text
+        budget -= max(1, n - max_length)
+    return build("")
+
+
+def fit_prompt(tokenizer: Any, question: str, context: str, max_length: int, record_id: str = "?") -> str:
+    """The prompt for one record, its context truncated so it fits ``max_length`` tokens.
+
+    Args:
+        tokenizer: A Hugging Face tokenizer.
+        question: The question, never truncated.
+        context: The context, truncated at the end if needed.
+        max_length: Token budget including special tokens.
+        record_id: Used in the error message.
+
+    Returns:
+        Prompt text that encodes to at most ``max_length`` tokens.
+
+    Raises:
+        ValueError: If the question and instruction alone exceed the budget.
+    """
+    return _fit(tokenizer, lambda c: format_prompt(question, c), context, max_length, f"record {record_id}")
