@@ -11,8 +11,8 @@ import math
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ruamel.yaml import YAML, YAMLError
 
 from pubmedqa_peft import paths
 
@@ -253,8 +253,10 @@ def load_params(path: Path | str = paths.PARAMS) -> Params:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found (run from the project root)") from None
+    # YAML 1.2, as DVC reads and writes params.yaml (`dvc exp run -S`): in YAML 1.1
+    # an unquoted `yes` would become a boolean.
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
+        data = YAML(typ="safe", pure=True).load(text)
+    except YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     return parse_params(data, str(path))

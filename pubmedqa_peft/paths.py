@@ -73,3 +73,43 @@ def train_plots_dir(method: str) -> Path:
 def checkpoint_dir(method: str) -> Path:
     """Trainer checkpoints of one method, kept for resuming a killed run."""
     return CHECKPOINTS_DIR / method
+
+
+def train_loss_file(method: str) -> Path:
+    """Training loss per logging step, as DVCLive writes it (columns timestamp, step, loss)."""
+    return train_plots_dir(method) / "metrics" / "train" / "loss.tsv"
+
+
+def val_loss_file(method: str) -> Path:
+    """Validation loss per epoch, as DVCLive writes it (columns timestamp, step, loss)."""
+    return train_plots_dir(method) / "metrics" / "eval" / "loss.tsv"
+
+
+def predictions_file(method: str) -> Path:
+    """Per-example test predictions of one method (``plots/eval/predictions/<method>.csv``)."""
+    return PREDICTIONS_DIR / f"{method}.csv"
+
+
+def coverage_file(method: str) -> Path:
+    """Coverage / selective-accuracy sweep over tau of one method (``plots/eval/coverage/<method>.csv``)."""
+    return COVERAGE_DIR / f"{method}.csv"
+
+
+FIGURE_NAMES = (
+    "accuracy_macro_f1",
+    "all_methods",
+    "footprint",
+    "loss_curves",
+    "latency",
+    "confusion",
+    "coverage_accuracy",
+    "reliability",
+)
+"""The PNG figures the plot stage writes, in the order the summary report lists them."""
+
+
+def figure_file(name: str) -> Path:
+    """One figure of the plot stage (``plots/figures/<name>.png``)."""
+    if name not in FIGURE_NAMES:
+        raise ValueError(f"unknown figure {name!r}; expected one of {FIGURE_NAMES}")
+    return FIGURES_DIR / f"{name}.png"

@@ -1,0 +1,360 @@
+"""Reading the raw PubMedQA PQA-L file and cleaning it into one table of yes/no records.
+
+The raw file is one JSON object mapping each PMID to a record with ``QUESTION``,
+``CONTEXTS`` (list of passages), ``final_decision`` (yes/no/maybe), ``LONG_ANSWER``,
+``YEAR`` and ``MESHES``. Cleaning produces one row per kept record::
+
+    {"id", "question", "context", "label", "long_answer", "year", "meshes"}
+
+Two kinds of bad input are told apart:
+
+* A file or record whose *structure* is wrong (not UTF-8, not JSON, not an object of
+  objects, a field of the wrong type, a key repeated inside one record) is an error:
+  nothing sensible can be kept from it, so the stage stops and names the file, the
+  record and what is wrong.
+* A well-formed record whose *content* is unusable is dropped and counted by reason
+  (see :data:`DROP_REASONS`), with a warning naming it. A missing ``QUESTION`` key is
+  treated like an empty or null question (``empty_question``), and a missing
+  ``CONTEXTS`` or ``final_decision`` key like an empty or null one: in every case the
+  record has no question/context/label to learn from, which is what a user wants
+  counted, while the other records stay usable. If nothing at all is left the stage
+  stops, since that means the file is not PQA-L.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pubmedqa_peft import files, paths
+from pubmedqa_peft.config import CleanConfig
+from pubmedqa_peft.provenance import provenance
+from pubmedqa_peft.stage import PipelineError
+
+log = logging.getLogger(__name__)
+
+LABEL_VALUES = ("yes", "no", "maybe")
+"""The labels PQA-L uses, matched exactly (case-sensitive, no trimming)."""
+
+DROP_REASONS = ("duplicate_id", "invalid_label", "empty_question", "empty_context", "maybe")
+"""Why a record is dropped, in the order checked: each dropped record counts once, under
+the first reason that applies. ``maybe`` (a valid label that ``clean.keep_labels``
+excludes) comes last so that a ``maybe`` record with a defect is reported as the defect."""
+
+MAX_DROP_WARNINGS = 20
+"""Dropped records named one by one in the log; the rest are summarised in one line."""
+
+COLUMNS = ("id", "question", "context", "label", "long_answer", "year", "meshes")
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+class _RawObject(dict):
+    """A JSON object that keeps the first value of a key repeated in the raw text.
+
+    The later ``(key, value)`` pairs of repeated keys are kept aside in ``repeated``.
+    """
+
+    repeated: list[tuple[str, Any]]
+
+
+def _keep_first(pairs: list[tuple[str, Any]]) -> _RawObject:
+    """``object_pairs_hook`` for :func:`json.loads` that sees repeated keys instead of hiding them."""
+    obj = _RawObject()
+    obj.repeated = []
+    for key, value in pairs:
+        if key in obj:
+            obj.repeated.append((key, value))
+        else:
+            obj[key] = value
+    return obj
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One top-level entry of the raw file; ``duplicate`` marks a later entry of a repeated PMID."""
+
+    pmid: str
+    value: Any
+    duplicate: bool
+
+
+def normalize_whitespace(text: str) -> str:
+    """Collapse every run of whitespace (incl. Unicode spaces and newlines) to one space and strip."""
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def read_json_object(path: Path | str) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+    """Read a UTF-8 JSON file whose top level must be an object.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The object (first value kept for a repeated key) and the duplicate top-level
+        ``(key, value)`` pairs that were not kept, in file order.
+
+    Raises:
+        PipelineError: If the file is missing, empty, not UTF-8 (naming the byte), not
+            JSON (naming line and column), or its top level is not an object.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: not found") from None
+    except OSError as err:
+        raise PipelineError(f"{path}: could not read: {err.strerror or err}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise PipelineError(
+            f"{path}: not valid UTF-8 at byte {err.start} (line {line}, byte 0x{data[err.start]:02x}); "
+            "the file must be UTF-8 encoded"
+        ) from None
+    text = text.removeprefix("\ufeff")  # a BOM is not JSON, but harmless
+    if not text.strip():
+        raise PipelineError(f"{path}: the file is empty; expected a JSON object")
+
+    try:
+        parsed = json.loads(text, object_pairs_hook=_keep_first)
+    except json.JSONDecodeError as err:
+        raise PipelineError(f"{path}: not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+    except RecursionError:
+        raise PipelineError(f"{path}: JSON nested too deeply") from None
+    if not isinstance(parsed, _RawObject):
+        kind = {list: "an array (list)", str: "a string", bool: "a boolean", type(None): "null"}.get(
+            type(parsed), f"a {type(parsed).__name__}"
+        )
+        raise PipelineError(f"{path}: the top level is {kind}; expected a JSON object keyed by PMID")
+    return parsed, list(parsed.repeated)
+
+
+def read_raw(path: Path | str = paths.RAW_RECORDS) -> list[RawRecord]:
+    """Read the raw PQA-L file into its top-level entries, repeated PMIDs included.
+
+    A JSON object's keys may repeat in the raw text; the first entry of a PMID is the
+    record, later ones are returned with ``duplicate=True`` so they can be counted.
+
+    Args:
+        path: The raw ``ori_pqal.json``.
+
+    Returns:
+        The entries: the kept ones in file order, then the repeated ones.
+
+    Raises:
+        PipelineError: As :func:`read_json_object`.
+    """
+    obj, dropped = read_json_object(path)
+    entries = [RawRecord(pmid, value, False) for pmid, value in obj.items()]
+    entries += [RawRecord(pmid, value, True) for pmid, value in dropped]
+    return entries
+
+
+def _text_field(record: dict[str, Any], key: str, where: str) -> str | None:
+    """A string field, whitespace-normalised; ``None`` if missing or null."""
+    value = record.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise PipelineError(f"{where}: {key} must be a string or null, got {type(value).__name__} {value!r:.60}")
+    return normalize_whitespace(value)
+
+
+def _string_list(record: dict[str, Any], key: str, where: str) -> list[str] | None:
+    """A list-of-strings field, each item normalised; ``None`` if missing or null."""
+    value = record.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise PipelineError(f"{where}: {key} must be a list of strings, got {type(value).__name__}")
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise PipelineError(f"{where}: {key}[{i}] must be a string, got {type(item).__name__} {item!r:.60}")
+    return [normalize_whitespace(item) for item in value]
+
+
+def _year(record: dict[str, Any], where: str) -> str | None:
+    value = record.get("YEAR")
+    if isinstance(value, bool):
+        raise PipelineError(f"{where}: YEAR must be a string, integer or null, got {value!r}")
+    if isinstance(value, int):
+        return str(value)
+    text = _text_field(record, "YEAR", where)
+    return text or None
+
+
+def parse_record(pmid: str, value: Any, source: str = "raw") -> tuple[dict[str, Any], str | None]:
+    """Validate one raw record's structure and build its clean row.
+
+    Args:
+        pmid: The record's key in the raw file.
+        value: The record.
+        source: The file name, for messages.
+
+    Returns:
+        The clean row and the reason it must be dropped (``None`` to keep it); the
+        ``maybe`` reason is not decided here since it depends on ``clean.keep_labels``.
+
+    Raises:
+        PipelineError: Naming the file and PMID, if the record is not an object, repeats
+            a key, or has a field of the wrong type.
+    """
+    where = f"{source}: record {pmid!r}"
+    if not pmid.strip() or pmid != pmid.strip():
+        raise PipelineError(f"{where}: a PMID must be non-empty and have no surrounding whitespace")
+    if not isinstance(value, dict):
+        raise PipelineError(f"{where}: expected an object with QUESTION, CONTEXTS, ..., got {type(value).__name__}")
+    repeated = getattr(value, "repeated", [])
+    if repeated:
+        raise PipelineError(f"{where}: key {repeated[0][0]!r} appears more than once in the record")
+
+    question = _text_field(value, "QUESTION", where)
+    contexts = _string_list(value, "CONTEXTS", where)
+    context = " ".join(c for c in contexts or [] if c)
+    label = value.get("final_decision")
+    row = {
+        "id": pmid,
+        "question": question or "",
+        "context": context,
+        "label": label,
+        "long_answer": _text_field(value, "LONG_ANSWER", where) or "",
+        "year": _year(value, where),
+        "meshes": [m for m in _string_list(value, "MESHES", where) or [] if m],
+    }
+    if not isinstance(label, str) or label not in LABEL_VALUES:
+        return row, "invalid_label"
+    if not question:
+        return row, "empty_question"
+    if not context:
+        return row, "empty_context"
+    return row, None
+
+
+@dataclass(frozen=True)
+class CleanResult:
+    """What cleaning kept and dropped."""
+
+    records: list[dict[str, Any]]
+    records_in: int
+    dropped: dict[str, int]
+    dropped_records: list[tuple[str, str, str]] = field(default_factory=list)
+    """``(pmid, reason, detail)`` of every dropped record except plain ``maybe`` ones."""
+
+    @property
+    def labels(self) -> dict[str, int]:
+        """Kept records per label, ``yes`` then ``no``."""
+        counts = Counter(r["label"] for r in self.records)
+        return {label: counts.get(label, 0) for label in ("yes", "no")}
+
+
+def clean_records(entries: Sequence[RawRecord], keep_labels: Iterable[str], source: str = "raw") -> CleanResult:
+    """Clean raw entries into yes/no rows, counting every dropped record by reason.
+
+    Args:
+        entries: As returned by :func:`read_raw`.
+        keep_labels: Labels to keep (``clean.keep_labels``).
+        source: The file name, for messages.
+
+    Returns:
+        The kept rows (in file order) and the drop counts; ``records_in`` equals the
+        rows kept plus all drops.
+
+    Raises:
+        PipelineError: On a structurally bad record (see :func:`parse_record`) or if no
+            record is left.
+    """
+    keep = set(keep_labels)
+    dropped = dict.fromkeys(DROP_REASONS, 0)
+    dropped_records: list[tuple[str, str, str]] = []
+    rows = []
+    for entry in entries:
+        row, reason = parse_record(entry.pmid, entry.value, source)
+        if entry.duplicate:
+            reason = "duplicate_id"
+        elif reason is None and row["label"] not in keep:
+            reason = "maybe" if row["label"] == "maybe" else "invalid_label"
+        if reason is None:
+            rows.append(row)
+            continue
+        dropped[reason] += 1
+        if reason != "maybe":
+            detail = f"final_decision={row['label']!r}" if reason == "invalid_label" else ""
+            dropped_records.append((entry.pmid, reason, detail))
+    result = CleanResult(rows, len(entries), dropped, dropped_records)
+    if not rows:
+        raise PipelineError(
+            f"{source}: no record left after cleaning ({len(entries)} in, dropped {_nonzero(dropped)}); "
+            "is this the PubMedQA PQA-L file (ori_pqal.json)?"
+        )
+    return result
+
+
+def _nonzero(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in counts.items() if v) or "none"
+
+
+def clean_metrics(result: CleanResult, cfg: CleanConfig) -> dict[str, Any]:
+    """The clean stage's metrics: counts in/out, drops by reason, labels and provenance."""
+    return {
+        "records_in": result.records_in,
+        "records_out": len(result.records),
+        "dropped": dict(result.dropped),
+        "labels": result.labels,
+        "provenance": provenance(clean=cfg),
+    }
+
+
+def log_drops(result: CleanResult, limit: int = MAX_DROP_WARNINGS) -> None:
+    """Log one line per drop reason and a warning per dropped defective record (capped)."""
+    for reason, count in result.dropped.items():
+        log.info("clean: dropped %d record(s): %s", count, reason)
+    for pmid, reason, detail in result.dropped_records[:limit]:
+        log.warning("clean: dropped record %s: %s%s", pmid, reason, f" ({detail})" if detail else "")
+    if len(result.dropped_records) > limit:
+        log.warning("clean: ... and %d more dropped record(s) not listed", len(result.dropped_records) - limit)
+
+
+def clean(
+    cfg: CleanConfig,
+    raw_path: Path = paths.RAW_RECORDS,
+    out_path: Path = paths.CLEAN_RECORDS,
+    metrics_path: Path = paths.CLEAN_METRICS,
+) -> CleanResult:
+    """The clean stage's work: read the raw file, clean it, write the table and metrics.
+
+    Args:
+        cfg: The ``clean`` section.
+        raw_path: The raw ``ori_pqal.json``.
+        out_path: The clean JSON-lines table.
+        metrics_path: The metrics JSON.
+
+    Returns:
+        The cleaning result.
+
+    Raises:
+        PipelineError: On bad input; nothing is written then.
+    """
+    if not Path(raw_path).exists():
+        raise PipelineError(f"{raw_path}: not found; run the ingest stage first (dvc repro ingest)")
+    result = clean_records(read_raw(raw_path), cfg.keep_labels, str(raw_path))
+    log_drops(result)
+    files.write_jsonl(out_path, result.records)
+    files.write_json(metrics_path, clean_metrics(result, cfg))
+    labels = result.labels
+    log.info(
+        "clean: %d records in, %d out (yes %d, no %d) -> %s",
+        result.records_in,
+        len(result.records),
+        labels["yes"],
+        labels["no"],
+        out_path,
+    )
+    return result

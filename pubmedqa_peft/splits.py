@@ -1,0 +1,347 @@
+"""Dividing the cleaned records into train, val and test.
+
+Two strategies (``split.strategy``):
+
+* ``stratified``: ``split.fractions`` of the records per split, stratified by label so
+  that the number of ``yes`` records in every split is within one example of its
+  proportional share (``n_split * yes_total / total``).
+* ``official``: the records whose PMIDs are among PubMedQA's 500 official test PMIDs
+  (``split.official_test_ids``, hash-checked) form the test split; the others are
+  stratified into train and val in the ratio ``fractions.train : fractions.val``.
+  Official PMIDs not in the cleaned data (the ``maybe`` ones) are counted.
+
+How it is made deterministic: records are first sorted by id, so the split depends on
+the set of records, not on their order in the file. Split sizes and per-label counts are
+computed exactly (largest-remainder rounding on rationals), then a ``random.Random``
+seeded with ``split.seed`` shuffles each label's records, which are dealt out in
+train/val/test order. Finally each split is shuffled with the same generator, so the
+records of a split are stored in a seeded random order: its first N records are a
+random sample (``train.max_train_examples`` relies on this).
+
+No id may end up in two splits, and every input record must end up in exactly one:
+this is checked every run (:func:`check_partition`), not only in the tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import tempfile
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from pubmedqa_peft import files, paths
+from pubmedqa_peft.config import SplitConfig
+from pubmedqa_peft.data import read_json_object
+from pubmedqa_peft.fetch import fetch_verified
+from pubmedqa_peft.provenance import provenance
+from pubmedqa_peft.stage import PipelineError
+
+log = logging.getLogger(__name__)
+
+SPLIT_NAMES = paths.SPLIT_NAMES
+TASK_LABELS = ("yes", "no")
+
+Splits = dict[str, list[dict[str, Any]]]
+
+
+def allocate(total: int, weights: Sequence[float]) -> list[int]:
+    """Divide ``total`` items in proportion to ``weights`` (largest-remainder rounding).
+
+    Computed on exact rationals (each weight rounded to the nearest fraction with a
+    denominator up to 10^9, so 0.1 is exactly 1/10), hence identical on every platform.
+
+    Args:
+        total: Items to divide (>= 0).
+        weights: Non-negative weights, not all zero unless ``total`` is 0.
+
+    Returns:
+        Integers summing to ``total``, each less than one away from its exact share
+        ``total * w / sum(weights)``; ties in the remainder go to the earlier weight.
+
+    Raises:
+        ValueError: If a weight is negative or all are zero while ``total`` > 0.
+    """
+    exact = [Fraction(w).limit_denominator(10**9) for w in weights]
+    if any(w < 0 for w in exact):
+        raise ValueError(f"weights must be non-negative, got {list(weights)}")
+    weight_sum = sum(exact, Fraction(0))
+    if weight_sum == 0:
+        if total:
+            raise ValueError(f"cannot divide {total} items by all-zero weights")
+        return [0] * len(exact)
+    shares = [total * w / weight_sum for w in exact]
+    counts = [math.floor(s) for s in shares]
+    left = total - sum(counts)
+    by_remainder = sorted(range(len(shares)), key=lambda i: (-(shares[i] - counts[i]), i))
+    for i in by_remainder[:left]:
+        counts[i] += 1
+    return counts
+
+
+def _by_label(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {label: [] for label in TASK_LABELS}
+    for r in sorted(records, key=lambda r: r["id"]):
+        if r["label"] not in groups:
+            raise PipelineError(f"record {r['id']!r}: label {r['label']!r} is not one of {TASK_LABELS}")
+        groups[r["label"]].append(r)
+    return groups
+
+
+def _stratify(
+    records: Sequence[dict[str, Any]], names: Sequence[str], weights: Sequence[float], rng: random.Random
+) -> Splits:
+    """Deal ``records`` into the named splits by ``weights``, stratified by label."""
+    groups = _by_label(records)
+    sizes = allocate(len(records), weights)
+    # Splitting each split's size between the labels in proportion to the label totals
+    # keeps every split's yes count within one of its exact share; with two labels the
+    # "no" counts then add up by construction.
+    yes_counts = allocate(len(groups["yes"]), sizes)
+    per_label = {"yes": yes_counts, "no": [n - y for n, y in zip(sizes, yes_counts, strict=True)]}
+    out: Splits = {name: [] for name in names}
+    for label in TASK_LABELS:
+        pool = groups[label]
+        rng.shuffle(pool)
+        start = 0
+        for name, count in zip(names, per_label[label], strict=True):
+            out[name].extend(pool[start : start + count])
+            start += count
+    return out
+
+
+def _shuffled(splits: Splits, rng: random.Random) -> Splits:
+    for name in SPLIT_NAMES:
+        rng.shuffle(splits[name])
+    return splits
+
+
+def stratified_split(records: Sequence[dict[str, Any]], fractions: Mapping[str, float], seed: int) -> Splits:
+    """Split records into train/val/test by ``fractions``, stratified by label.
+
+    Args:
+        records: Clean records with unique ``id`` and ``label`` in yes/no.
+        fractions: Share per split name (``train``, ``val``, ``test``), summing to 1.
+        seed: Seed of the shuffle.
+
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...]}``, each in a seeded random order.
+    """
+    rng = random.Random(seed)
+    splits = _stratify(records, SPLIT_NAMES, [fractions[name] for name in SPLIT_NAMES], rng)
+    return _shuffled(splits, rng)
+
+
+def official_split(
+    records: Sequence[dict[str, Any]], test_ids: Sequence[str] | set[str], fractions: Mapping[str, float], seed: int
+) -> Splits:
+    """Official test PMIDs as test; the other records stratified into train/val.
+
+    Args:
+        records: Clean records with unique ``id`` and ``label`` in yes/no.
+        test_ids: The official test PMIDs (those absent from ``records`` are ignored;
+            count them with :func:`missing_ids`).
+        fractions: Shares per split name; only the ``train : val`` ratio is used.
+        seed: Seed of the shuffle.
+
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...]}``, each in a seeded random order.
+
+    Raises:
+        PipelineError: If ``fractions.train + fractions.val`` is 0.
+    """
+    if fractions["train"] + fractions["val"] <= 0:
+        raise PipelineError("split.fractions: train + val must be > 0 for the official strategy")
+    wanted = set(test_ids)
+    test = sorted((r for r in records if r["id"] in wanted), key=lambda r: r["id"])
+    rest = [r for r in records if r["id"] not in wanted]
+    rng = random.Random(seed)
+    splits = _stratify(rest, ("train", "val"), [fractions["train"], fractions["val"]], rng)
+    splits["test"] = test
+    return _shuffled(splits, rng)
+
+
+def missing_ids(records: Sequence[dict[str, Any]], ids: Mapping[str, Any] | Sequence[str]) -> list[str]:
+    """The ``ids`` that no record has, in their given order."""
+    present = {r["id"] for r in records}
+    return [i for i in ids if i not in present]
+
+
+def check_partition(splits: Mapping[str, Sequence[dict[str, Any]]], records: Sequence[dict[str, Any]]) -> None:
+    """Check that the splits hold every record exactly once and share no id.
+
+    Args:
+        splits: The split name -> records mapping to check.
+        records: The records that were split.
+
+    Raises:
+        PipelineError: Naming the first id found in two splits (or twice in one), and
+            the number of records lost or added.
+    """
+    where: dict[str, str] = {}
+    for name, rows in splits.items():
+        for r in rows:
+            if r["id"] in where:
+                raise PipelineError(
+                    f"split: record {r['id']!r} is in both {where[r['id']]} and {name}; splits must not overlap"
+                )
+            where[r["id"]] = name
+    expected = {r["id"] for r in records}
+    if set(where) != expected:
+        lost, extra = len(expected - set(where)), len(set(where) - expected)
+        raise PipelineError(f"split: {lost} record(s) are in no split and {extra} are not in the input")
+
+
+def split_counts(splits: Mapping[str, Sequence[dict[str, Any]]]) -> dict[str, dict[str, int]]:
+    """Per split: ``{"total", "yes", "no"}``."""
+    counts = {}
+    for name in SPLIT_NAMES:
+        labels = Counter(r["label"] for r in splits[name])
+        counts[name] = {"total": len(splits[name]), "yes": labels["yes"], "no": labels["no"]}
+    return counts
+
+
+def load_clean(path: Path | str = paths.CLEAN_RECORDS) -> list[dict[str, Any]]:
+    """Read and check the cleaned table.
+
+    Args:
+        path: The clean JSON-lines file.
+
+    Returns:
+        Its records, in file order.
+
+    Raises:
+        PipelineError: If the file is missing, a line is not a JSON object, a record has
+            no string ``id`` or a label other than yes/no, or an id repeats.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path}: not found; run the clean stage first (dvc repro clean)")
+    try:
+        records = files.read_jsonl(path)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise PipelineError(str(err) if isinstance(err, ValueError) else f"{path}: not UTF-8: {err}") from None
+    seen: set[str] = set()
+    for n, r in enumerate(records, start=1):
+        rid = r.get("id")
+        if not isinstance(rid, str) or not rid:
+            raise PipelineError(f"{path}: record {n}: missing or non-string id")
+        if r.get("label") not in TASK_LABELS:
+            raise PipelineError(f"{path}: record {rid!r}: label {r.get('label')!r} is not yes/no")
+        if rid in seen:
+            raise PipelineError(f"{path}: record {rid!r} appears more than once")
+        seen.add(rid)
+    if not records:
+        raise PipelineError(f"{path}: no records")
+    return records
+
+
+def load_official_test_ids(cfg: SplitConfig, timeout_s: float) -> dict[str, Any]:
+    """Fetch PubMedQA's official test PMIDs, hash-checked, keeping no file.
+
+    The file is fetched into a temporary directory that is deleted afterwards, so the
+    split stage has no extra output; its bytes are pinned by
+    ``split.official_test_ids_sha256``.
+
+    Args:
+        cfg: The ``split`` section.
+        timeout_s: Network timeout for a URL source.
+
+    Returns:
+        PMID -> official label, in file order.
+
+    Raises:
+        PipelineError: If the file cannot be fetched, fails the hash, is not a JSON
+            object, or holds no PMID.
+    """
+    with tempfile.TemporaryDirectory(prefix="pubmedqa-official-") as tmp:
+        path = Path(tmp) / "test_ground_truth.json"
+        fetch_verified(
+            cfg.official_test_ids,
+            path,
+            cfg.official_test_ids_sha256,
+            timeout_s,
+            "split.official_test_ids",
+            sha256_key="split.official_test_ids_sha256",
+        )
+        ids, _repeated = read_json_object(path)
+    if not ids:
+        raise PipelineError(f"split.official_test_ids: {cfg.official_test_ids} holds no PMID")
+    return dict(ids)
+
+
+def write_splits(splits: Mapping[str, Sequence[dict[str, Any]]], splits_dir: Path = paths.SPLITS_DIR) -> None:
+    """Write ``<split>.jsonl`` for every split, replacing ``splits_dir`` as a whole atomically."""
+    with files.atomic_path(splits_dir) as tmp:
+        tmp.mkdir()
+        for name in SPLIT_NAMES:
+            files.write_jsonl(tmp / paths.split_file(name).name, splits[name])
+
+
+def split(
+    cfg: SplitConfig,
+    timeout_s: float = 30.0,
+    clean_path: Path = paths.CLEAN_RECORDS,
+    splits_dir: Path = paths.SPLITS_DIR,
+    metrics_path: Path = paths.SPLIT_METRICS,
+) -> Splits:
+    """The split stage's work: split the clean table, check it, write splits and metrics.
+
+    Args:
+        cfg: The ``split`` section.
+        timeout_s: Network timeout for fetching the official test ids.
+        clean_path: The clean JSON-lines table.
+        splits_dir: Directory receiving ``train/val/test.jsonl``.
+        metrics_path: The metrics JSON.
+
+    Returns:
+        The splits.
+
+    Raises:
+        PipelineError: On bad input, an unreachable official id file, an empty split or
+            an overlap; nothing is written then.
+    """
+    records = load_clean(clean_path)
+    fractions = cfg.fractions.model_dump()
+    metrics: dict[str, Any] = {"strategy": cfg.strategy}
+    if cfg.strategy == "official":
+        official = load_official_test_ids(cfg, timeout_s)
+        splits = official_split(records, list(official), fractions, cfg.seed)
+        missing = missing_ids(records, official)
+        by_label = Counter(str(official[i]) for i in missing)
+        log.info(
+            "split: %d of %d official test PMIDs not in %s: %s", len(missing), len(official), clean_path, dict(by_label)
+        )
+        disagree = [r["id"] for r in splits["test"] if official[r["id"]] != r["label"]]
+        if disagree:
+            log.warning(
+                "split: %d test record(s) labelled differently in the official file, e.g. %s",
+                len(disagree),
+                disagree[0],
+            )
+    else:
+        splits = stratified_split(records, fractions, cfg.seed)
+    check_partition(splits, records)
+    empty = [name for name in SPLIT_NAMES if not splits[name]]
+    if empty:
+        raise PipelineError(
+            f"split: {', '.join(empty)} would be empty with {len(records)} records and split.fractions "
+            f"{fractions}; raise those fractions or use more data"
+        )
+    counts = split_counts(splits)
+    metrics["counts"] = counts
+    metrics["total"] = len(records)
+    if cfg.strategy == "official":
+        metrics["official_ids_missing"] = len(missing)
+        metrics["official_ids_missing_by_label"] = dict(sorted(by_label.items()))
+    metrics["provenance"] = provenance(split=cfg)
+    write_splits(splits, splits_dir)
+    files.write_json(metrics_path, metrics)
+    for name in SPLIT_NAMES:
+        c = counts[name]
+        log.info("split (%s): %s %d records (yes %d, no %d)", cfg.strategy, name, c["total"], c["yes"], c["no"])
+    return splits

@@ -1,0 +1,29 @@
+"""Stage ``clean``: parse the raw PQA-L file into one table of yes/no records.
+
+Inputs:
+    ``data/raw/ori_pqal.json``.
+Outputs:
+    ``data/clean/pqal.jsonl`` (id, question, context, label, long_answer, year, meshes),
+    ``metrics/data/clean.json`` (records in/out, drops by reason, labels, provenance).
+Params:
+    ``clean.keep_labels``.
+"""
+
+from __future__ import annotations
+
+from pubmedqa_peft.config import Params
+from pubmedqa_peft.data import clean
+from pubmedqa_peft.stage import run
+
+
+def _body(params: Params) -> None:
+    clean(params.clean)
+
+
+def main() -> None:
+    """Run the stage."""
+    run("clean", _body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pubmedqa_peft.config import METHODS, ConfigError, Params, load_params, parse_params
+
+PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def real_params() -> dict[str, Any]:
+    return yaml.safe_load(PARAMS_YAML.read_text(encoding="utf-8"))
+
+
+def test_real_params_yaml_loads() -> None:
+    params = load_params(PARAMS_YAML)
+    assert isinstance(params, Params)
+    raw = real_params()
+    # Every section in the file is parsed, and its values win over the defaults.
+    assert set(raw) == set(Params.model_fields)
+    assert params.split.seed == raw["split"]["seed"]
+    assert params.ingest.sha256 == raw["ingest"]["sha256"]
+    assert sorted(params.clean.keep_labels) == ["no", "yes"]
+    assert {m: params.method(m).lr for m in METHODS} == {m: raw[f"train_{m}"]["lr"] for m in METHODS}
+
+
+def test_params_are_frozen() -> None:
+    params = load_params(PARAMS_YAML)
+    with pytest.raises(ValueError):
+        params.split.seed = 1  # type: ignore[misc]
+
+
+def with_change(section: str, key: str, value: Any) -> dict[str, Any]:
+    data = real_params()
+    node = data[section]
+    *parents, leaf = key.split(".")
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "hint"),
+    [
+        (with_change("train", "epochz", 3), "train.epochz", "unknown key"),
+        (with_change("split", "fractions.tset", 0.1), "split.fractions.tset", "unknown key"),
+        (with_change("train", "batch_size", "eight"), "train.batch_size", "'eight'"),
+        (with_change("train_lora", "lr", -0.001), "train_lora.lr", "greater than 0"),
+        (with_change("train_prompt", "lr", -1), "train_prompt.lr", "greater than 0"),
+        (with_change("split", "fractions.test", 0.3), "split.fractions", "sum to 1"),
+        (with_change("split", "strategy", "random"), "split.strategy", "'random'"),
+        (with_change("ingest", "sha256", "abc"), "ingest.sha256", "'abc'"),
+    ],
+)
+def test_bad_values_are_rejected_naming_the_key(data: dict[str, Any], key: str, hint: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_params(data, "params.yaml")
+    lines = str(err.value).splitlines()
+    assert lines[0] == "params.yaml: invalid parameters:"
+    assert any(line.strip().startswith(f"{key}:") and hint in line for line in lines[1:]), str(err.value)
+
+
+def test_unknown_key_lists_the_allowed_ones() -> None:
+    with pytest.raises(ConfigError, match="allowed keys here: epochs, batch_size"):
+        parse_params(with_change("train", "epochz", 3))
+
+
+def test_unknown_section_is_rejected() -> None:
+    data = real_params() | {"trian": {}}
+    with pytest.raises(ConfigError, match="trian: unknown key"):
+        parse_params(data)
+
+
+def test_keep_labels_must_be_yes_and_no() -> None:
+    with pytest.raises(ConfigError, match=r"clean\.keep_labels"):
+        parse_params(with_change("clean", "keep_labels", ["yes", "maybe"]))
+
+
+def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+    top = tmp_path / "list.yaml"
+    top.write_text("- 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_params(top)
+
+
+def test_unquoted_yes_no_stay_strings_as_dvc_writes_them(tmp_path):
+    # `dvc exp run -S` rewrites params.yaml with a YAML 1.2 dumper, which leaves yes/no unquoted.
+    path = tmp_path / "params.yaml"
+    path.write_text("clean:\n  keep_labels: [yes, no]\n")
+    assert load_params(path).clean.keep_labels == ("yes", "no")

@@ -1,0 +1,354 @@
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pubmedqa_peft import files
+from pubmedqa_peft.config import CleanConfig
+from pubmedqa_peft.data import (
+    COLUMNS,
+    DROP_REASONS,
+    MAX_DROP_WARNINGS,
+    CleanResult,
+    RawRecord,
+    clean,
+    clean_records,
+    log_drops,
+    normalize_whitespace,
+    read_raw,
+)
+from pubmedqa_peft.stage import PipelineError
+
+KEEP = ("yes", "no")
+
+
+def record(
+    question: Any = "Does X cause Y?",
+    contexts: Any = ("First passage.", "Second passage."),
+    label: Any = "yes",
+    **extra: Any,
+) -> dict[str, Any]:
+    rec = {
+        "QUESTION": question,
+        "CONTEXTS": list(contexts) if isinstance(contexts, tuple) else contexts,
+        "LABELS": ["BACKGROUND", "RESULTS"],
+        "MESHES": ["Humans", "Adult"],
+        "YEAR": "2001",
+        "reasoning_required_pred": "yes",
+        "reasoning_free_pred": "yes",
+        "final_decision": label,
+        "LONG_ANSWER": "Yes, it does.",
+    }
+    rec.update(extra)
+    return rec
+
+
+class Outputs:
+    """The clean stage's three files in a temporary directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.raw = root / "data" / "raw" / "ori_pqal.json"
+        self.out = root / "data" / "clean" / "pqal.jsonl"
+        self.metrics = root / "metrics" / "data" / "clean.json"
+        self.raw.parent.mkdir(parents=True)
+
+    def write(self, content: str | bytes | dict[str, Any]) -> None:
+        if isinstance(content, dict):
+            content = json.dumps(content)
+        if isinstance(content, str):
+            content = content.encode("utf-8")
+        self.raw.write_bytes(content)
+
+    def run(self, cfg: CleanConfig | None = None) -> CleanResult:
+        return clean(cfg or CleanConfig(), self.raw, self.out, self.metrics)
+
+    def assert_nothing_written(self) -> None:
+        assert not self.out.exists() and not self.metrics.exists()
+        for d in (self.out.parent, self.metrics.parent):
+            assert not d.exists() or list(d.iterdir()) == []
+
+
+@pytest.fixture
+def io(tmp_path: Path) -> Outputs:
+    return Outputs(tmp_path)
+
+
+def _entries(raw: dict[str, Any]) -> list[RawRecord]:
+    return [RawRecord(pmid, value, False) for pmid, value in raw.items()]
+
+
+def cleaned(raw: dict[str, Any]) -> CleanResult:
+    return clean_records(_entries(raw), KEEP)
+
+
+# --- good input ----------------------------------------------------------------------
+
+
+def test_normalize_whitespace_collapses_unicode_and_newlines() -> None:
+    assert normalize_whitespace("  a\n\tb\u00a0\u2009 c  ") == "a b c"
+    assert normalize_whitespace(" \n ") == ""
+
+
+def test_clean_builds_the_table_columns(io: Outputs) -> None:
+    io.write(
+        {
+            "11": record(
+                question="  Is  it\nso? ",
+                contexts=["  One\n two. ", "", "Three."],
+                label="no",
+                MESHES=[" Humans ", ""],
+                YEAR=1999,
+            ),
+            "12": record(YEAR=None, LONG_ANSWER=None),
+        }
+    )
+    result = io.run()
+    rows = files.read_jsonl(io.out)
+    assert rows == result.records
+    assert [tuple(r) for r in rows] == [COLUMNS, COLUMNS]
+    first, second = rows
+    assert first == {
+        "id": "11",
+        "question": "Is it so?",
+        "context": "One two. Three.",
+        "label": "no",
+        "long_answer": "Yes, it does.",
+        "year": "1999",
+        "meshes": ["Humans"],
+    }
+    assert second["year"] is None and second["long_answer"] == ""
+    assert second["context"] == "First passage. Second passage."
+
+
+def test_clean_metrics_count_everything(io: Outputs) -> None:
+    raw = {
+        "1": record(label="yes"),
+        "2": record(label="no"),
+        "3": record(label="maybe"),
+        "4": record(label="yes"),
+        "5": record(label="Yes "),
+        "6": record(question=""),
+    }
+    io.write(raw)
+    io.run()
+    metrics = json.loads(io.metrics.read_text())
+    assert metrics["records_in"] == 6
+    assert metrics["records_out"] == 3
+    assert metrics["dropped"] == {
+        "duplicate_id": 0,
+        "invalid_label": 1,
+        "empty_question": 1,
+        "empty_context": 0,
+        "maybe": 1,
+    }
+    assert list(metrics["dropped"]) == list(DROP_REASONS)
+    assert metrics["labels"] == {"yes": 2, "no": 1}
+    assert metrics["records_in"] == metrics["records_out"] + sum(metrics["dropped"].values())
+    assert metrics["provenance"]["config"] == {"clean": {"keep_labels": ["yes", "no"]}}
+    assert {"versions", "git_revision"} <= set(metrics["provenance"])
+
+
+def test_maybe_is_dropped_without_a_per_record_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="pubmedqa_peft.data"):
+        result = cleaned({"1": record(label="maybe"), "2": record()})
+        log_drops(result)
+    assert result.dropped["maybe"] == 1 and [r["id"] for r in result.records] == ["2"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert len(info) == len(DROP_REASONS)
+    assert any("dropped 1 record(s): maybe" in line for line in info)
+
+
+def test_keep_labels_order_does_not_matter() -> None:
+    raw = {"1": record(label="no"), "2": record(label="yes"), "3": record(label="maybe")}
+    a = clean_records(_entries(raw), ("yes", "no"))
+    b = clean_records(_entries(raw), ("no", "yes"))
+    assert a.records == b.records and a.dropped == b.dropped
+
+
+# --- counted drops ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("label", ["Yes ", "YES", "unknown", None, "", 1])
+def test_invalid_labels_are_dropped_as_invalid_label(label: Any, caplog: pytest.LogCaptureFixture) -> None:
+    result = cleaned({"7": record(label=label), "8": record()})
+    assert result.dropped["invalid_label"] == 1
+    assert [r["id"] for r in result.records] == ["8"]
+    with caplog.at_level(logging.WARNING, logger="pubmedqa_peft.data"):
+        log_drops(result)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"clean: dropped record 7: invalid_label (final_decision={label!r})"]
+
+
+def test_missing_final_decision_is_invalid_label() -> None:
+    rec = record()
+    del rec["final_decision"]
+    assert cleaned({"1": rec, "2": record()}).dropped["invalid_label"] == 1
+
+
+def test_record_without_question_key_is_counted_as_empty_question() -> None:
+    rec = record()
+    del rec["QUESTION"]
+    result = cleaned({"1": rec, "2": record(question="   "), "3": record(question=None), "4": record()})
+    assert result.dropped["empty_question"] == 3
+    assert [r["id"] for r in result.records] == ["4"]
+
+
+@pytest.mark.parametrize("contexts", [[], ["", "  \n"], None, "missing"])
+def test_empty_contexts_are_dropped_as_empty_context(contexts: Any) -> None:
+    rec = record(contexts=contexts)
+    if contexts == "missing":
+        del rec["CONTEXTS"]
+    result = cleaned({"1": rec, "2": record()})
+    assert result.dropped["empty_context"] == 1
+    assert [r["id"] for r in result.records] == ["2"]
+
+
+def test_a_maybe_record_with_a_defect_is_counted_as_the_defect() -> None:
+    result = cleaned({"1": record(label="maybe", question=""), "2": record()})
+    assert result.dropped["empty_question"] == 1 and result.dropped["maybe"] == 0
+
+
+def test_duplicate_pmid_in_raw_text_keeps_the_first(io: Outputs) -> None:
+    first = json.dumps(record(question="First?"))
+    second = json.dumps(record(question="Second?", label="no"))
+    io.write(f'{{"5": {first}, "6": {json.dumps(record())}, "5": {second}, "5": {second}}}')
+    result = io.run()
+    assert result.records_in == 4
+    assert result.dropped["duplicate_id"] == 2
+    assert [(r["id"], r["question"]) for r in result.records] == [("5", "First?"), ("6", "Does X cause Y?")]
+    assert result.dropped_records == [("5", "duplicate_id", ""), ("5", "duplicate_id", "")]
+    assert [r["id"] for r in files.read_jsonl(io.out)] == ["5", "6"]
+
+
+def test_warnings_are_capped(caplog: pytest.LogCaptureFixture) -> None:
+    n_bad = MAX_DROP_WARNINGS + 5
+    raw = {str(i): record(label="bad") for i in range(n_bad)} | {"ok": record()}
+    result = cleaned(raw)
+    with caplog.at_level(logging.WARNING, logger="pubmedqa_peft.data"):
+        log_drops(result)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == MAX_DROP_WARNINGS + 1
+    assert warnings[-1] == "clean: ... and 5 more dropped record(s) not listed"
+
+
+# --- errors: nothing written ---------------------------------------------------------------
+
+
+def test_malformed_json_names_line_and_column(io: Outputs) -> None:
+    io.write('{\n  "1": {"QUESTION": "q"\n  "2": {}\n}')
+    with pytest.raises(PipelineError) as err:
+        io.run()
+    assert str(io.raw) in str(err.value) and "line 3, column 3" in str(err.value)
+    io.assert_nothing_written()
+
+
+def test_top_level_list_is_an_error(io: Outputs) -> None:
+    io.write(json.dumps([record()]))
+    with pytest.raises(PipelineError, match=r"top level is an array \(list\); expected a JSON object keyed by PMID"):
+        io.run()
+    io.assert_nothing_written()
+
+
+def test_invalid_utf8_names_the_byte(io: Outputs) -> None:
+    good = json.dumps({"1": record(question="Caf\u00e9?")}, ensure_ascii=False).encode("utf-8")
+    bad = good.replace("\u00e9".encode(), b"\xe9")  # Latin-1 é
+    io.write(bad)
+    position = bad.index(b"\xe9")
+    with pytest.raises(PipelineError) as err:
+        io.run()
+    assert f"not valid UTF-8 at byte {position} (line 1, byte 0xe9)" in str(err.value)
+    assert str(io.raw) in str(err.value)
+    io.assert_nothing_written()
+
+
+@pytest.mark.parametrize("content", [b"", b"  \n"])
+def test_empty_file_is_an_error(io: Outputs, content: bytes) -> None:
+    io.write(content)
+    with pytest.raises(PipelineError, match="empty"):
+        io.run()
+    io.assert_nothing_written()
+
+
+def test_missing_raw_file_says_run_ingest(io: Outputs) -> None:
+    with pytest.raises(PipelineError, match="run the ingest stage first"):
+        io.run()
+    io.assert_nothing_written()
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("just a string", "record '42': expected an object"),
+        ([1, 2], "record '42': expected an object"),
+    ],
+)
+def test_record_that_is_not_an_object_is_an_error(io: Outputs, value: Any, message: str) -> None:
+    io.write({"1": record(), "42": value})
+    with pytest.raises(PipelineError, match=message):
+        io.run()
+    io.assert_nothing_written()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("QUESTION", 12), ("CONTEXTS", "a string"), ("CONTEXTS", ["ok", 3]), ("MESHES", "x"), ("YEAR", True)],
+)
+def test_field_of_wrong_type_is_an_error_naming_record_and_field(io: Outputs, field: str, value: Any) -> None:
+    io.write({"1": record(), "9": record(**{field: value})})
+    with pytest.raises(PipelineError, match=rf"record '9': {field}"):
+        io.run()
+    io.assert_nothing_written()
+
+
+def test_key_repeated_inside_a_record_is_an_error(io: Outputs) -> None:
+    io.write('{"3": {"QUESTION": "a?", "QUESTION": "b?", "CONTEXTS": ["c"], "final_decision": "yes"}}')
+    with pytest.raises(PipelineError, match="record '3': key 'QUESTION' appears more than once"):
+        io.run()
+    io.assert_nothing_written()
+
+
+def test_no_record_left_is_an_error(io: Outputs) -> None:
+    io.write({"1": record(label="maybe"), "2": {"question": "lower-case keys?"}})
+    with pytest.raises(PipelineError, match="no record left after cleaning"):
+        io.run()
+    io.assert_nothing_written()
+
+
+def test_failed_clean_keeps_previous_outputs(io: Outputs) -> None:
+    io.write({"1": record()})
+    io.run()
+    before = (io.out.read_bytes(), io.metrics.read_bytes())
+    io.write("{broken")
+    with pytest.raises(PipelineError):
+        io.run()
+    assert (io.out.read_bytes(), io.metrics.read_bytes()) == before
+    assert sorted(p.name for p in io.out.parent.iterdir()) == ["pqal.jsonl"]
+
+
+def test_read_raw_returns_duplicates_after_first_entries(tmp_path: Path) -> None:
+    raw = tmp_path / "r.json"
+    raw.write_text('{"a": {"x": 1}, "b": {}, "a": {"x": 2}}', encoding="utf-8")
+    entries = read_raw(raw)
+    assert [(e.pmid, e.duplicate) for e in entries] == [("a", False), ("b", False), ("a", True)]
+    assert entries[0].value == {"x": 1} and entries[2].value == {"x": 2}
+
+
+# --- real data -----------------------------------------------------------------------------
+
+
+def test_real_data_counts(shared_data: Path, tmp_path: Path) -> None:
+    out, metrics_path = tmp_path / "pqal.jsonl", tmp_path / "clean.json"
+    result = clean(CleanConfig(), shared_data / "ori_pqal.json", out, metrics_path)
+    metrics = json.loads(metrics_path.read_text())
+    assert (metrics["records_in"], metrics["records_out"]) == (1000, 890)
+    assert metrics["labels"] == {"yes": 552, "no": 338}
+    assert metrics["dropped"] == dict.fromkeys(DROP_REASONS, 0) | {"maybe": 110}
+    rows = files.read_jsonl(out)
+    assert rows == result.records and len({r["id"] for r in rows}) == 890
+    assert all(r["question"] and r["context"] and "  " not in r["context"] for r in rows)
