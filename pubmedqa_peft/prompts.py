@@ -10,8 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pubmedqa_peft.stage import PipelineError
+
 LABELS = ("no", "yes")
 """Class order used everywhere: index 1 is the positive class ``yes``."""
+
+
+class PromptTooLongError(PipelineError, ValueError):
+    """A record cannot fit ``model.max_source_length`` even with its context cut to nothing."""
 
 
 def format_prompt(question: str, context: str) -> str:
@@ -102,3 +108,24 @@ def fit_prompt(tokenizer: Any, question: str, context: str, max_length: int, rec
         ValueError: If the question and instruction alone exceed the budget.
     """
     return _fit(tokenizer, lambda c: format_prompt(question, c), context, max_length, f"record {record_id}")
+
+
+def fit_prompts(tokenizer: Any, rows: Sequence[dict[str, Any]], max_length: int, source: object) -> list[str]:
+    """:func:`fit_prompt` for every record, turning a prompt that cannot fit into a clear error.
+
+    Args:
+        tokenizer: A Hugging Face tokenizer.
+        rows: Records with ``id``, ``question`` and ``context``.
+        max_length: Token budget including special tokens (``model.max_source_length``).
+        source: The file the records came from, named in the error.
+
+    Returns:
+        One prompt per record, in order.
+
+    Raises:
+        PromptTooLongError: If a record's question and instruction alone exceed the budget.
+    """
+    try:
+        return [fit_prompt(tokenizer, r["question"], r["context"], max_length, r["id"]) for r in rows]
+    except ValueError as err:
+        raise PromptTooLongError(f"{source}: {err}; raise model.max_source_length") from None

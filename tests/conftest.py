@@ -20,3 +20,90 @@ def shared_data() -> Path:
     if not all((SHARED_DATA / name).is_file() for name in needed):
         pytest.skip(f"real PubMedQA data not found at {SHARED_DATA} (expected {', '.join(needed)})")
     return SHARED_DATA
+
+
+# --- tiny random model (owned with pubmedqa_peft/random_model.py) ----------------------------
+
+_CORPUS_WORDS = (
+    "patients treatment cohort randomized trial outcome mortality survival infarction myocardial hypertension "
+    "carcinoma laparoscopic cholecystectomy methylprednisolone immunohistochemistry postoperative complications "
+    "significantly associated increased decreased compared children women risk ratio confidence interval analysis "
+    "the of and in with was were for to a no not than after before"
+)
+
+
+def write_generated_corpus(path: Path, records: int = 200, seed: int = 0) -> Path:
+    """Write a PubMedQA-shaped JSON of pseudo-random biomedical sentences (no ``yes`` in it).
+
+    Used when the real corpus is absent, so model tests still run; deterministic for a seed.
+    """
+    import json
+    import random
+
+    rng = random.Random(seed)
+    vocabulary = _CORPUS_WORDS.split()
+
+    def sentence(n: int) -> str:
+        words = [rng.choice(vocabulary) for _ in range(n)]
+        return " ".join(words).capitalize() + rng.choice([".", ".", "?", " (p<0.05)."])
+
+    data = {
+        str(10_000_000 + i): {
+            "QUESTION": sentence(rng.randint(6, 14))[:-1] + "?",
+            "CONTEXTS": [" ".join(sentence(rng.randint(8, 25)) for _ in range(3)) for _ in range(rng.randint(2, 4))],
+            "LONG_ANSWER": sentence(rng.randint(10, 30)),
+            "final_decision": rng.choice(["yes", "no", "maybe"]),
+        }
+        for i in range(records)
+    }
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def generated_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small generated PubMedQA-shaped corpus file (see :func:`write_generated_corpus`)."""
+    return write_generated_corpus(tmp_path_factory.mktemp("corpus") / "generated_pqal.json")
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``tiny-t5`` random-weight model directory, built once per test session.
+
+    Built by ``pubmedqa_peft.random_model`` exactly as the command does, so it loads with
+    ``modeling.load_tokenizer`` / ``modeling.load_base_model``. Its tokenizer is trained on
+    the real PubMedQA corpus when ``../shared`` is present (realistic token lengths), and
+    otherwise on a generated PubMedQA-shaped corpus, so that model tests run everywhere.
+    """
+    from pubmedqa_peft.random_model import write_random_model
+
+    root = tmp_path_factory.mktemp("tiny_t5")
+    corpus = SHARED_DATA / "ori_pqal.json"
+    if not corpus.is_file():
+        corpus = write_generated_corpus(root / "generated_pqal.json")
+    write_random_model("tiny-t5", root / "model", corpus, seed=0)
+    return root / "model"
+
+
+# --- cleaned records for model tests -------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pqal_rows(shared_data: Path) -> list[dict]:
+    """The 890 cleaned yes/no records of the real PQA-L file, in file order."""
+    from pubmedqa_peft.data import clean_records, read_raw
+
+    return clean_records(read_raw(shared_data / "ori_pqal.json"), ("yes", "no")).records
+
+
+def tiny_params(model_dir: Path, **sections: dict) -> object:
+    """Params for fast model tests: the tiny model, short inputs, small batches."""
+    from pubmedqa_peft.config import parse_params
+
+    doc: dict = {
+        "model": {"name": str(model_dir), "max_source_length": 96},
+        "train": {"epochs": 2, "batch_size": 8, "eval_batch_size": 8, "logging_steps": 1, "warmup_ratio": 0.0},
+    }
+    for name, values in sections.items():
+        doc.setdefault(name, {}).update(values)
+    return parse_params(doc)

@@ -1,0 +1,236 @@
+"""Reference points for the PEFT methods: a constant predictor, TF-IDF + logistic regression, few-shot prompts.
+
+Each baseline yields P(yes) per evaluation example, the same currency as the scored
+models, so :func:`pubmedqa_peft.evaluation.method_metrics` treats all of them alike.
+Everything is fitted or chosen on the training split only, and is deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from pubmedqa_peft.evaluation import to_binary
+from pubmedqa_peft.prompts import format_fewshot_prompt
+
+Row = dict[str, Any]
+
+
+def majority_p_yes(train_labels: Sequence[Any], n: int) -> np.ndarray:
+    """A constant predictor: P(yes) = the share of ``yes`` in the training labels.
+
+    Its prediction is therefore the training majority class (an exact 50/50 split
+    predicts ``no``, the tie rule of :func:`pubmedqa_peft.evaluation.predict`), and its
+    confidence is that class's prior, which makes its calibration error meaningful.
+    Its ROC AUC is 0.5: every example gets the same score.
+
+    Args:
+        train_labels: Training labels (``"yes"``/``"no"`` or 1/0).
+        n: Number of evaluation examples.
+
+    Returns:
+        Array of ``n`` equal probabilities.
+    """
+    y = to_binary(train_labels)
+    if y.size == 0:
+        raise ValueError("no training labels")
+    return np.full(n, float(y.mean()))
+
+
+def _text(row: Row) -> str:
+    return f"{row['question']} {row['context']}"
+
+
+def fit_tfidf_logreg(train_rows: Sequence[Row], seed: int) -> Pipeline:
+    """Fit TF-IDF features of question + context and a logistic regression on training rows.
+
+    Word uni- and bigrams with sublinear term frequency; L2-regularised logistic
+    regression (lbfgs, C = 1). The lbfgs solver is deterministic; ``seed`` is passed as
+    its ``random_state`` for completeness.
+
+    Args:
+        train_rows: Training records with ``question``, ``context`` and ``label``.
+        seed: Random state of the classifier.
+
+    Returns:
+        The fitted scikit-learn pipeline (``tfidf`` then ``logreg``).
+
+    Raises:
+        ValueError: If the training labels hold a single class.
+    """
+    y = to_binary([r["label"] for r in train_rows])
+    if len(set(y.tolist())) < 2:
+        raise ValueError("TF-IDF baseline: the training split needs both yes and no examples")
+    model = Pipeline(
+        [
+            ("tfidf", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)),
+            ("logreg", LogisticRegression(C=1.0, max_iter=2000, random_state=seed)),
+        ]
+    )
+    model.fit([_text(r) for r in train_rows], y)
+    return model
+
+
+def predict_tfidf_logreg(model: Pipeline, rows: Sequence[Row]) -> np.ndarray:
+    """P(yes) of a :func:`fit_tfidf_logreg` model for each row (labels are not read)."""
+    if not rows:
+        return np.zeros(0)
+    proba = model.predict_proba([_text(r) for r in rows])
+    return proba[:, list(model.classes_).index(1)]
+
+
+def tfidf_logreg_parameters(model: Pipeline) -> int:
+    """Learned parameters of a :func:`fit_tfidf_logreg` model: one weight per feature plus the bias.
+
+    The vocabulary and IDF weights are counted as features, not parameters.
+    """
+    clf = model.named_steps["logreg"]
+    return int(clf.coef_.size + clf.intercept_.size)
+
+
+def tfidf_logreg_p_yes(train_rows: Sequence[Row], eval_rows: Sequence[Row], seed: int) -> np.ndarray:
+    """Fit on ``train_rows`` (:func:`fit_tfidf_logreg`) and return P(yes) for ``eval_rows``."""
+    return predict_tfidf_logreg(fit_tfidf_logreg(train_rows, seed), eval_rows)
+
+
+def choose_exemplars(train_rows: Sequence[Row], k: int, seed: int) -> list[Row]:
+    """Pick ``k`` balanced training exemplars for in-context prompts, deterministically.
+
+    ``ceil(k/2)`` come from the training majority class (``yes`` on a tie) and
+    ``floor(k/2)`` from the other, drawn without replacement with
+    ``numpy.random.default_rng(seed)`` from the candidates sorted by ``id`` (so the
+    choice does not depend on row order), then shuffled with the same generator so the
+    label order is not a fixed pattern.
+
+    Args:
+        train_rows: Training records with ``id``, ``question``, ``context`` and ``label``.
+        k: Number of exemplars (>= 1).
+        seed: Seed of the choice.
+
+    Returns:
+        The exemplars (the original row dicts).
+
+    Raises:
+        ValueError: If ``k`` < 1 or a class has too few rows.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    by_label = {
+        lab: sorted((r for r in train_rows if r["label"] == lab), key=lambda r: str(r["id"])) for lab in ("yes", "no")
+    }
+    major = "yes" if len(by_label["yes"]) >= len(by_label["no"]) else "no"
+    minor = "no" if major == "yes" else "yes"
+    quota = {major: math.ceil(k / 2), minor: k // 2}
+    rng = np.random.default_rng(seed)
+    picked: list[Row] = []
+    for lab in ("yes", "no"):
+        pool = by_label[lab]
+        if len(pool) < quota[lab]:
+            raise ValueError(f"few-shot k={k}: need {quota[lab]} {lab!r} training rows, found {len(pool)}")
+        picked.extend(pool[i] for i in sorted(rng.choice(len(pool), size=quota[lab], replace=False)))
+    return [picked[i] for i in rng.permutation(len(picked))]
+
+
+def _allocate(lengths: list[int], weights: list[float], budget: int) -> list[int]:
+    """Split ``budget`` tokens over contexts in proportion to ``weights``, capped by each length.
+
+    Water-filling: a context shorter than its share keeps all its tokens, and what it
+    leaves unused is shared again among the others.
+    """
+    alloc = [0] * len(lengths)
+    open_ = set(range(len(lengths)))
+    left = budget
+    while open_:
+        total_w = sum(weights[i] for i in open_)
+        shares = {i: left * weights[i] / total_w for i in open_}
+        done = {i for i in open_ if lengths[i] <= shares[i]}
+        if not done:
+            for i in open_:
+                alloc[i] = math.floor(shares[i])
+            break
+        for i in done:
+            alloc[i] = lengths[i]
+            left -= lengths[i]
+        open_ -= done
+    return alloc
+
+
+def fewshot_prompt(tokenizer: Any, exemplars: Sequence[Row], row: Row, max_length: int) -> str:
+    """One few-shot prompt that fits ``max_length`` tokens, only contexts shortened.
+
+    The tokens left after the questions, answers and template are shared between the
+    contexts: the query's context gets half of them (the larger share: the answer
+    depends on it), the exemplars' contexts split the other half equally, and whatever a
+    short context does not use goes to the others. Questions are never truncated.
+    Token counts of pieces do not add up exactly once joined, so the full prompt is
+    re-measured and the budget trimmed until it fits.
+
+    Args:
+        tokenizer: A Hugging Face tokenizer.
+        exemplars: Records with ``question``, ``context`` and ``label``.
+        row: The query record (``id``, ``question``, ``context``).
+        max_length: Token budget including special tokens.
+
+    Returns:
+        Prompt text of at most ``max_length`` tokens.
+
+    Raises:
+        ValueError: Naming the record if even empty contexts do not fit.
+    """
+    shots = [dict(e) for e in exemplars]
+    contexts = [e["context"] for e in exemplars] + [row["context"]]
+    ids = [tokenizer(c, add_special_tokens=False).input_ids for c in contexts]
+
+    def build(cut: list[int]) -> str:
+        texts = [
+            c if n >= len(i) else tokenizer.decode(i[:n], skip_special_tokens=True)
+            for c, i, n in zip(contexts, ids, cut, strict=True)
+        ]
+        for shot, text in zip(shots, texts, strict=False):
+            shot["context"] = text
+        return format_fewshot_prompt(shots, row["question"], texts[-1])
+
+    def length(text: str) -> int:
+        return len(tokenizer(text).input_ids)
+
+    full = build([len(i) for i in ids])
+    if length(full) <= max_length:
+        return full
+    overhead = length(build([0] * len(ids)))
+    budget = max_length - overhead
+    if budget <= 0:
+        raise ValueError(
+            f"record {row.get('id', '?')}: the {len(exemplars)}-shot prompt without contexts is already "
+            f"{overhead} tokens, more than max_length={max_length}"
+        )
+    k = len(exemplars)
+    weights = [0.5 / k] * k + [0.5] if k else [1.0]
+    while budget > 0:
+        text = build(_allocate([len(i) for i in ids], weights, budget))
+        n = length(text)
+        if n <= max_length:
+            return text
+        budget -= max(1, n - max_length)
+    # The overhead check above guarantees that empty contexts fit.
+    return build([0] * len(ids))
+
+
+def fewshot_prompts(tokenizer: Any, exemplars: Sequence[Row], rows: Sequence[Row], max_length: int) -> list[str]:
+    """:func:`fewshot_prompt` for every row; each is measured and fits ``max_length`` tokens.
+
+    Args:
+        tokenizer: A Hugging Face tokenizer.
+        exemplars: The in-context exemplars (see :func:`choose_exemplars`).
+        rows: Query records.
+        max_length: Token budget including special tokens.
+
+    Returns:
+        One prompt per row, in order.
+    """
+    return [fewshot_prompt(tokenizer, exemplars, r, max_length) for r in rows]

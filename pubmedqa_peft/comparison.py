@@ -1,0 +1,289 @@
+"""How every method is compared: the body of the ``evaluate`` stage.
+
+Each method yields P(yes) for every validation and test example; everything else
+(metrics, confidence intervals, McNemar's test, coverage, the tau chosen on val) is
+computed from those probabilities by :mod:`pubmedqa_peft.evaluation`, and written to
+``metrics/eval.json`` plus per-example prediction and coverage files under ``plots/eval``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pubmedqa_peft import baselines, evaluation, files, modeling, paths, scoring
+from pubmedqa_peft.config import METHODS, Params
+from pubmedqa_peft.prompts import LABELS, fit_prompts
+from pubmedqa_peft.provenance import provenance
+from pubmedqa_peft.stage import PipelineError
+
+log = logging.getLogger(__name__)
+
+EVAL_SPLITS = ("val", "test")
+Row = dict[str, Any]
+
+
+@dataclass
+class MethodResult:
+    """What one method produced: P(yes) per split, speed and footprint."""
+
+    p_yes: dict[str, np.ndarray]
+    latency_s: dict[str, float]
+    throughput_eps: float
+    trainable_params: int
+    total_params: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_split(split: str) -> list[Row]:
+    """Read one split and check every label is ``yes`` or ``no``.
+
+    Raises:
+        PipelineError: If the file is missing or a record has another label.
+    """
+    path = paths.split_file(split)
+    if not path.exists():
+        raise PipelineError(f"{path} not found: run `dvc repro split` first")
+    rows = files.read_jsonl(path)
+    for i, row in enumerate(rows, start=1):
+        if row.get("label") not in LABELS:
+            raise PipelineError(
+                f"{path}:{i}: record {row.get('id')!r} has label {row.get('label')!r}; expected one of {LABELS}"
+            )
+    return rows
+
+
+def _time_requests(predict_one: Callable[[Any], object], items: Sequence[Any], samples: int, warmup: int) -> dict:
+    """Median and p90 seconds of single requests, after untimed warm-up ones."""
+    for i in range(warmup):
+        predict_one(items[i % len(items)])
+    times = []
+    for i in range(samples):
+        start = time.perf_counter()
+        predict_one(items[(warmup + i) % len(items)])
+        times.append(time.perf_counter() - start)
+    return {"median": float(statistics.median(times)), "p90": float(np.percentile(times, 90))}
+
+
+class Comparison:
+    """Scores every method on val and test with one tokenizer and one base model."""
+
+    def __init__(self, params: Params, splits: dict[str, list[Row]]) -> None:
+        self.params = params
+        self.splits = splits
+        self.max_len = params.model.max_source_length
+        modeling.set_threads(params.model.threads)
+        self.device = modeling.resolve_device(params.model.device)
+        self.tokenizer = modeling.load_tokenizer(params.model.name)
+        self.base = modeling.load_base_model(params.model.name, self.device)
+        self.base_total = modeling.count_parameters(self.base)[1]
+        log.info("fitting zero-shot prompts for %s", ", ".join(EVAL_SPLITS))
+        self.prompts = {
+            s: fit_prompts(self.tokenizer, splits[s], self.max_len, paths.split_file(s)) for s in EVAL_SPLITS
+        }
+
+    def _score_model(self, name: str, model: Any, prompts: dict[str, list[str]]) -> MethodResult:
+        ev = self.params.evaluate
+        p_yes: dict[str, np.ndarray] = {}
+        throughput = 0.0
+        for s in EVAL_SPLITS:
+            start = time.perf_counter()
+            loglik = scoring.score_yes_no(
+                model, self.tokenizer, prompts[s], ev.batch_size, self.max_len, desc=f"{name} {s}"
+            )
+            if s == "test":
+                throughput = len(prompts[s]) / (time.perf_counter() - start)
+            p_yes[s] = scoring.probabilities(loglik)
+        latency = scoring.measure_latency(
+            model, self.tokenizer, prompts["test"], ev.latency_samples, ev.latency_warmup, self.max_len
+        )
+        log.info("%s: test latency median %.4fs, throughput %.1f ex/s", name, latency["median"], throughput)
+        return MethodResult(p_yes, {k: latency[k] for k in ("median", "p90")}, throughput, 0, self.base_total)
+
+    def base_model(self) -> MethodResult:
+        """The frozen base model, zero-shot, with the same prompt as the adapters."""
+        return self._score_model("base", self.base, self.prompts)
+
+    def adapter(self, method: str) -> MethodResult:
+        """A trained PEFT adapter on a fresh copy of the base model."""
+        model = modeling.load_adapter_model(self.params.model.name, paths.adapter_dir(method), self.device)
+        result = self._score_model(method, model, self.prompts)
+        train_metrics = paths.train_metrics_file(method)
+        if not train_metrics.exists():
+            raise PipelineError(f"{train_metrics} not found: run `dvc repro train_{method}` first")
+        trained = json.loads(train_metrics.read_text())
+        result.trainable_params = int(trained["trainable_params"])
+        result.total_params = int(trained["total_params"])
+        return result
+
+    def fewshot(self, k: int) -> MethodResult:
+        """The base model with ``k`` balanced in-context exemplars from train."""
+        exemplars = baselines.choose_exemplars(self.splits["train"], k, self.params.evaluate.seed)
+        log.info("fewshot_k%d: exemplars %s", k, ", ".join(e["id"] for e in exemplars))
+        try:
+            prompts = {
+                s: baselines.fewshot_prompts(self.tokenizer, exemplars, self.splits[s], self.max_len)
+                for s in EVAL_SPLITS
+            }
+        except ValueError as err:
+            raise PipelineError(
+                f"fewshot_k{k}: {err}; raise model.max_source_length or drop {k} from evaluate.fewshot_k"
+            ) from None
+        result = self._score_model(f"fewshot_k{k}", self.base, prompts)
+        result.extra["exemplar_ids"] = [e["id"] for e in exemplars]
+        return result
+
+    def majority(self) -> MethodResult:
+        """The training majority class, with P(yes) = the training share of yes."""
+        labels = [r["label"] for r in self.splits["train"]]
+        p = {s: baselines.majority_p_yes(labels, len(self.splits[s])) for s in EVAL_SPLITS}
+        ev = self.params.evaluate
+        latency = _time_requests(
+            lambda _: baselines.majority_p_yes(labels, 1), self.splits["test"], ev.latency_samples, ev.latency_warmup
+        )
+        start = time.perf_counter()
+        baselines.majority_p_yes(labels, len(self.splits["test"]))
+        throughput = len(self.splits["test"]) / max(time.perf_counter() - start, 1e-9)
+        return MethodResult(p, latency, throughput, 1, 1)
+
+    def tfidf_logreg(self) -> MethodResult:
+        """TF-IDF features and logistic regression fitted on train."""
+        ev = self.params.evaluate
+        model = baselines.fit_tfidf_logreg(self.splits["train"], ev.seed)
+        p = {s: baselines.predict_tfidf_logreg(model, self.splits[s]) for s in EVAL_SPLITS}
+        latency = _time_requests(
+            lambda row: baselines.predict_tfidf_logreg(model, [row]),
+            self.splits["test"],
+            ev.latency_samples,
+            ev.latency_warmup,
+        )
+        start = time.perf_counter()
+        baselines.predict_tfidf_logreg(model, self.splits["test"])
+        throughput = len(self.splits["test"]) / max(time.perf_counter() - start, 1e-9)
+        n_params = baselines.tfidf_logreg_parameters(model)
+        return MethodResult(p, latency, throughput, n_params, n_params)
+
+
+def summarize(params: Params, splits: dict[str, list[Row]], results: dict[str, MethodResult]) -> dict[str, Any]:
+    """Turn every method's probabilities into the ``metrics/eval.json`` document.
+
+    Args:
+        params: The validated parameters (``evaluate`` section).
+        splits: The split records (labels are read from them).
+        results: Per method, its :class:`MethodResult`; must include ``base``.
+
+    Returns:
+        ``{"test": {method: {...}}, "val": {method: {...}}, "tau", "target_accuracy"}``.
+    """
+    ev = params.evaluate
+    y = {s: [r["label"] for r in splits[s]] for s in EVAL_SPLITS}
+    out: dict[str, Any] = {"test": {}, "val": {}, "tau": ev.tau, "target_accuracy": ev.target_accuracy}
+    for name, res in results.items():
+        for s in EVAL_SPLITS:
+            out[s][name] = evaluation.method_metrics(
+                y[s], res.p_yes[s], tau=ev.tau, bins=ev.calibration_bins, bootstrap=ev.bootstrap, seed=ev.seed
+            )
+        test = out["test"][name]
+        test["mcnemar_p_vs_base"] = (
+            None
+            if name == "base"
+            else evaluation.mcnemar(y["test"], res.p_yes["test"], results["base"].p_yes["test"])["p_value"]
+        )
+        test["latency_s"] = res.latency_s
+        test["throughput_eps"] = res.throughput_eps
+        test["trainable_params"] = res.trainable_params
+        test["total_params"] = res.total_params
+        test["trainable_pct"] = 100 * res.trainable_params / res.total_params if res.total_params else 0.0
+        target = evaluation.tau_for_target(
+            y["val"], res.p_yes["val"], y["test"], res.p_yes["test"], target=ev.target_accuracy, step=ev.tau_grid_step
+        )
+        target.pop("target_accuracy")
+        test["tau_target"] = target
+    return out
+
+
+def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_plot_data(out_dir: Path, params: Params, test_rows: list[Row], results: dict[str, MethodResult]) -> None:
+    """Write per-example predictions and coverage curves (test split) as DVC-plottable CSV.
+
+    The whole directory is replaced atomically.
+    """
+    y = [r["label"] for r in test_rows]
+    order = sorted(range(len(test_rows)), key=lambda i: test_rows[i]["id"])
+    with files.atomic_path(out_dir) as tmp:
+        (tmp / "predictions").mkdir(parents=True)
+        (tmp / "coverage").mkdir()
+        for name, res in results.items():
+            p = res.p_yes["test"]
+            pred = evaluation.predict(p)
+            conf = evaluation.confidence(p)
+            rows = [(test_rows[i]["id"], y[i], f"{p[i]:.6f}", LABELS[int(pred[i])], f"{conf[i]:.6f}") for i in order]
+            (tmp / "predictions" / f"{name}.csv").write_text(
+                _csv(("id", "label", "p_yes", "prediction", "confidence"), rows), encoding="utf-8"
+            )
+            curve = evaluation.coverage_curve(y, p, params.evaluate.tau_grid_step)
+            cov_rows = [
+                (
+                    f"{c['tau']:.2f}",
+                    f"{c['coverage']:.6f}",
+                    "" if c["selective_accuracy"] is None else f"{c['selective_accuracy']:.6f}",
+                )
+                for c in curve
+            ]
+            (tmp / "coverage" / f"{name}.csv").write_text(
+                _csv(("tau", "coverage", "selective_accuracy"), cov_rows), encoding="utf-8"
+            )
+
+
+def run_evaluate_stage(params: Params) -> dict[str, Any]:
+    """The body of the ``evaluate`` stage.
+
+    Args:
+        params: The validated parameters.
+
+    Returns:
+        The document written to ``metrics/eval.json``.
+    """
+    splits = {s: load_split(s) for s in ("train", *EVAL_SPLITS)}
+    for m in METHODS:
+        if not (paths.adapter_dir(m) / "adapter_config.json").exists():
+            raise PipelineError(f"adapter {paths.adapter_dir(m)} is missing: run `dvc repro train_{m}` first")
+    cmp = Comparison(params, splits)
+    results: dict[str, MethodResult] = {}
+    log.info("scoring base (zero-shot)")
+    results["base"] = cmp.base_model()
+    for m in METHODS:
+        log.info("scoring adapter %s", m)
+        results[m] = cmp.adapter(m)
+    log.info("fitting baselines majority and tfidf_logreg")
+    results["majority"] = cmp.majority()
+    results["tfidf_logreg"] = cmp.tfidf_logreg()
+    for k in params.evaluate.fewshot_k:
+        log.info("scoring fewshot_k%d", k)
+        results[f"fewshot_k{k}"] = cmp.fewshot(k)
+
+    doc = summarize(params, splits, results)
+    doc["fewshot_exemplars"] = {n: r.extra["exemplar_ids"] for n, r in results.items() if "exemplar_ids" in r.extra}
+    doc["provenance"] = provenance(model=params.model, evaluate=params.evaluate)
+    write_plot_data(paths.EVAL_PLOTS_DIR, params, splits["test"], results)
+    files.write_json(paths.EVAL_METRICS, doc)
+    for name, m in doc["test"].items():
+        log.info("test %-14s accuracy %.3f  macro-F1 %.3f", name, m["accuracy"], m["macro_f1"])
+    return doc

@@ -1,0 +1,415 @@
+"""Which model runs where: device choice, and loading the base model, tokenizer and adapters.
+
+``model.name`` is either a Hugging Face hub id (default ``google/flan-t5-small``) or a
+local directory in the ordinary Hugging Face layout (``config.json``,
+``model.safetensors``, tokenizer files). A hub model is first fetched into (or found in)
+the Hugging Face cache and then loaded from that directory exactly like a local one:
+Auto classes, ``trust_remote_code=False``, safetensors only, so pickle weights are never
+loaded.
+
+Offline behaviour: before touching the hub, one metadata request without retries
+(:func:`check_hub`) asks whether it answers. ``huggingface_hub`` itself retries a failed
+request five times with back-off (about 23 s per file when DNS fails, over 80 s when
+packets are dropped), and a model load asks for several files, so without the
+probe an offline run would stall for minutes before failing. If the hub does not answer,
+only the local Hugging Face cache is tried, and if the model is not there a
+:class:`ModelLoadError` explains how to use a local directory instead. With
+``HF_HUB_OFFLINE=1`` the probe is skipped and only the cache is used.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from pubmedqa_peft.stage import PipelineError
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+HUB_PROBE_TIMEOUT_S = 10.0
+"""Seconds the hub probe waits for an answer (``HF_HUB_ETAG_TIMEOUT`` overrides it)."""
+
+# Files a local model directory must hold, in the order a user would check them.
+CONFIG_FILE = "config.json"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_WEIGHT_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
+HUB_FILE_PATTERNS = ("*.json", "*.safetensors", "*.model")
+"""What is fetched of a hub model: configs, tokenizer files, safetensors weights (never pickles)."""
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+ADAPTER_WEIGHT_FILE = "adapter_model.safetensors"
+ADAPTER_PICKLE_FILE = "adapter_model.bin"
+
+
+class ModelLoadError(PipelineError):
+    """A model, tokenizer or adapter could not be loaded; the message says what to do."""
+
+
+class DeviceError(PipelineError):
+    """The requested device does not exist on this machine."""
+
+
+def local_directory_advice() -> str:
+    """How to run with a local model directory instead of the hub (appended to load errors)."""
+    return (
+        "To run without the Hugging Face hub, set model.name to a local model directory "
+        "(config.json, model.safetensors, tokenizer files):\n"
+        "  - smoke test with a random-weight model: "
+        "`python -m pubmedqa_peft.random_model tiny-t5 models/tiny-t5`, then "
+        "`dvc exp run -S model.name=models/tiny-t5`;\n"
+        "  - the real model: on a machine with internet run "
+        "`hf download google/flan-t5-small --local-dir flan-t5-small` "
+        "(older huggingface_hub: `huggingface-cli download google/flan-t5-small --local-dir flan-t5-small`), "
+        "copy that directory here and run `dvc exp run -S model.name=/path/to/flan-t5-small`."
+    )
+
+
+def resolve_device(preference: str) -> torch.device:
+    """Pick the torch device for ``model.device``.
+
+    Args:
+        preference: ``auto`` (CUDA, else Apple MPS, else CPU) or an explicit
+            ``cpu``, ``cuda`` or ``mps``.
+
+    Returns:
+        The device.
+
+    Raises:
+        DeviceError: For an unknown name or an explicit device this machine lacks.
+    """
+    cuda = torch.cuda.is_available()
+    mps = torch.backends.mps.is_available()
+    if preference == "auto":
+        device = torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    elif preference == "cpu":
+        device = torch.device("cpu")
+    elif preference in ("cuda", "mps"):
+        if not (cuda if preference == "cuda" else mps):
+            raise DeviceError(
+                f"model.device={preference} but no {preference.upper()} device is available here; "
+                "use model.device=auto or cpu"
+            )
+        device = torch.device(preference)
+    else:
+        raise DeviceError(f"unknown model.device {preference!r}; allowed: {', '.join(DEVICES)}")
+    log.info("device: %s (requested %s)", device, preference)
+    return device
+
+
+def set_threads(n: int) -> None:
+    """Set the number of CPU threads torch uses.
+
+    Args:
+        n: Thread count; 0 leaves torch's default (one per core).
+    """
+    if n < 0:
+        raise ValueError(f"thread count must be >= 0, got {n}")
+    if n > 0:
+        torch.set_num_threads(n)
+    log.info("torch CPU threads: %d%s", torch.get_num_threads(), "" if n else " (default)")
+
+
+def choose_dtype(device: torch.device) -> torch.dtype:
+    """The dtype the base model's weights are loaded in: float32 on every device.
+
+    Why not bfloat16 on CUDA: the trainer already runs CUDA steps under bf16 autocast,
+    which gives the speed; bf16 *weights* would also make frozen scores differ from the
+    CPU run and put trainable soft prompts in bf16. T5 overflows in float16.
+
+    Args:
+        device: Where the model will run.
+
+    Returns:
+        ``torch.float32``.
+    """
+    del device  # same answer everywhere, see the docstring; kept so callers need not change
+    return torch.float32
+
+
+def _looks_like_path(name: str) -> bool:
+    """Whether ``name`` can only be meant as a filesystem path, never as a hub id."""
+    return name.startswith((".", "/", "~", "\\")) or "\\" in name or name.count("/") > 1 or Path(name).is_absolute()
+
+
+def _check_local_dir(path: Path, need_weights: bool, need_tokenizer: bool) -> None:
+    """Fail early, naming the missing file, if ``path`` is not a usable model directory."""
+    if not (path / CONFIG_FILE).is_file():
+        raise ModelLoadError(
+            f"model directory {path} has no {CONFIG_FILE}: not a Hugging Face model directory.\n"
+            + local_directory_advice()
+        )
+    if need_weights and not any((path / f).is_file() for f in WEIGHT_FILES):
+        pickles = [f for f in PICKLE_WEIGHT_FILES if (path / f).is_file()]
+        if pickles:
+            raise ModelLoadError(
+                f"model directory {path} has only pickle weights ({', '.join(pickles)}); they are refused "
+                "because unpickling can run arbitrary code. Provide model.safetensors instead (the hub "
+                "repository of most models has one; or convert a trusted checkpoint once with "
+                "`model.save_pretrained(dir, safe_serialization=True)`)."
+            )
+        raise ModelLoadError(
+            f"model directory {path} has no weights ({' or '.join(WEIGHT_FILES)}).\n" + local_directory_advice()
+        )
+    if need_tokenizer and not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"model directory {path} has no tokenizer ({' or '.join(TOKENIZER_FILES)}).\n" + local_directory_advice()
+        )
+
+
+def _probe_timeout() -> float:
+    value = os.environ.get("HF_HUB_ETAG_TIMEOUT")
+    try:
+        return float(value) if value else HUB_PROBE_TIMEOUT_S
+    except ValueError:
+        return HUB_PROBE_TIMEOUT_S
+
+
+@functools.lru_cache(maxsize=32)
+def check_hub(name: str) -> bool:
+    """Ask the hub once, without retries, whether it serves model ``name``.
+
+    The answer is cached for the process, so the tokenizer and the model of one run
+    share a single probe.
+
+    Args:
+        name: A hub id such as ``google/flan-t5-small``.
+
+    Returns:
+        True if the hub answered and has the model; False if the hub could not be
+        reached (no network, DNS failure, time-out, server error) or offline mode is on.
+
+    Raises:
+        ModelLoadError: If the hub answered that the model (or its ``config.json``) does
+            not exist or is gated, or if ``name`` is not a valid hub id.
+    """
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError, RepositoryNotFoundError
+
+    if constants.is_offline_mode():
+        log.info("HF_HUB_OFFLINE is set: not contacting the hub for %s", name)
+        return False
+    try:
+        url = hf_hub_url(name, CONFIG_FILE)
+        get_hf_file_metadata(url, timeout=_probe_timeout())
+    except HFValidationError as err:
+        raise ModelLoadError(
+            f"model.name={name!r} is neither an existing local directory nor a valid hub id ({err}).\n"
+            + local_directory_advice()
+        ) from None
+    except RepositoryNotFoundError:
+        # Also raised for gated and private repositories when no token grants access.
+        raise ModelLoadError(
+            f"the Hugging Face hub has no model {name!r} (or it is private/gated and no token grants access)"
+            f"{_also_no_dir(name)}.\n" + local_directory_advice()
+        ) from None
+    except EntryNotFoundError:
+        raise ModelLoadError(
+            f"hub model {name!r} has no {CONFIG_FILE}: not a transformers model.\n" + local_directory_advice()
+        ) from None
+    except HfHubHTTPError as err:
+        status = err.response.status_code if err.response is not None else 0
+        if status < 500:
+            raise ModelLoadError(
+                f"the Hugging Face hub refused {name!r}: {err}.\n" + local_directory_advice()
+            ) from None
+        log.warning("the Hugging Face hub answered %d for %s; trying the local cache only", status, name)
+        return False
+    except Exception as err:  # network errors come from the HTTP client (httpx), whose classes vary by version
+        log.warning(
+            "the Hugging Face hub is unreachable (%s: %s); trying the local cache only", type(err).__name__, err
+        )
+        return False
+    return True
+
+
+def _also_no_dir(name: str) -> str:
+    return f", and there is no local directory {name!r} either" if "/" in name else ""
+
+
+def _resolve(name: str, need_weights: bool, need_tokenizer: bool) -> Path:
+    """The local directory to load ``name`` from: the directory itself or its hub snapshot.
+
+    Everything is loaded from a local directory: a hub model is first fetched (or found
+    in the cache) with ``snapshot_download``. Letting ``from_pretrained`` fetch by hub id
+    instead would, offline, still ask the hub for an ``adapter_config.json`` with five
+    retries (transformers 5.23), even with ``local_files_only=True``.
+    """
+    from huggingface_hub import snapshot_download
+
+    path = Path(name).expanduser()
+    if path.is_dir():
+        _check_local_dir(path, need_weights, need_tokenizer)
+        return path
+    if path.exists():
+        raise ModelLoadError(f"model.name={name!r} is a file, not a model directory.\n" + local_directory_advice())
+    if _looks_like_path(name):
+        raise ModelLoadError(
+            f"model directory not found: {name} (resolved to {path.resolve()}).\n" + local_directory_advice()
+        )
+    online = check_hub(name)
+    try:
+        snapshot = Path(snapshot_download(name, allow_patterns=HUB_FILE_PATTERNS, local_files_only=not online))
+    except Exception as err:  # a cache miss is an OSError; network failures come from httpx
+        if online:
+            reason = f"downloading it from the Hugging Face hub failed ({type(err).__name__}: {err})"
+        else:
+            reason = f"the hub is unreachable and {name!r} is not in the local Hugging Face cache{_also_no_dir(name)}"
+        raise ModelLoadError(f"could not load model {name!r}: {reason}.\n" + local_directory_advice()) from None
+    log.info("hub model %s: %s %s", name, "downloaded to" if online else "using the cached copy in", snapshot)
+    _check_local_dir(snapshot, need_weights, need_tokenizer)
+    return snapshot
+
+
+def _load_error(what: str, name: str, err: Exception) -> ModelLoadError:
+    return ModelLoadError(
+        f"could not load the {what} of {name!r}: {type(err).__name__}: {err}.\n" + local_directory_advice()
+    )
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """Load the tokenizer of ``model.name``.
+
+    Args:
+        name: Hub id or local model directory.
+
+    Returns:
+        The tokenizer (for T5: ``</s>`` appended on encode, ``<pad>`` = 0).
+
+    Raises:
+        ModelLoadError: If the directory is missing or incomplete, or the hub cannot
+            provide the tokenizer; the message says how to use a local directory.
+    """
+    from transformers import AutoTokenizer
+
+    source = _resolve(name, need_weights=False, need_tokenizer=True)
+    log.info("loading tokenizer from %s", source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise _load_error("tokenizer", name, err) from None
+    if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+        raise ModelLoadError(
+            f"the tokenizer of {name!r} defines no pad or end-of-sequence token; expected a T5 tokenizer"
+        )
+    return tokenizer
+
+
+def load_base_model(name: str, device: torch.device, dtype: torch.dtype | None = None) -> PreTrainedModel:
+    """Load the sequence-to-sequence base model of ``model.name`` for inference or PEFT.
+
+    Args:
+        name: Hub id or local model directory.
+        device: Where the model is moved.
+        dtype: Weight dtype; None chooses with :func:`choose_dtype` (float32).
+
+    Returns:
+        The model in eval mode on ``device``.
+
+    Raises:
+        ModelLoadError: If the directory is missing, incomplete or holds only pickle
+            weights, or the hub cannot provide the model.
+    """
+    from transformers import AutoModelForSeq2SeqLM
+
+    source = _resolve(name, need_weights=True, need_tokenizer=False)
+    dtype = dtype or choose_dtype(device)
+    log.info("loading base model from %s (%s on %s)", source, str(dtype).removeprefix("torch."), device)
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(
+            source, trust_remote_code=False, use_safetensors=True, dtype=dtype, local_files_only=True
+        )
+    except (OSError, ValueError) as err:
+        raise _load_error("weights", name, err) from None
+    model.to(device)
+    model.eval()
+    lm_head = model.get_output_embeddings()
+    if lm_head is not None and lm_head.weight is not model.get_input_embeddings().weight:
+        # transformers 5 warns about this for every T5 v1.1 checkpoint (flan-t5 included).
+        log.info("output head is untied from the input embeddings, as in T5 v1.1 checkpoints (expected)")
+    _, total = count_parameters(model)
+    log.info("base model: %s, %d parameters", type(model).__name__, total)
+    return model
+
+
+def load_adapter_model(
+    base_name: str, adapter_dir: Path | str, device: torch.device, dtype: torch.dtype | None = None
+) -> PeftModel:
+    """Load a base model with a trained PEFT adapter on top, for inference.
+
+    Args:
+        base_name: Hub id or local directory of the base model (``model.name``).
+        adapter_dir: Directory written by a ``train_<method>`` stage (``models/<method>``).
+        device: Where the model is moved.
+        dtype: Weight dtype of the base model; None chooses with :func:`choose_dtype`.
+
+    Returns:
+        The adapted model in eval mode on ``device``.
+
+    Raises:
+        ModelLoadError: If the adapter directory, its config or its safetensors weights
+            are missing (naming the stage that produces them), or the base model fails.
+    """
+    from peft import PeftModel
+
+    adapter_dir = Path(adapter_dir)
+    stage = f"dvc repro train_{adapter_dir.name}"
+    if not adapter_dir.is_dir():
+        raise ModelLoadError(f"adapter directory not found: {adapter_dir}; train it first with `{stage}`")
+    if not (adapter_dir / ADAPTER_CONFIG_FILE).is_file():
+        raise ModelLoadError(
+            f"{adapter_dir} has no {ADAPTER_CONFIG_FILE}: not a complete PEFT adapter; retrain it with `{stage}`"
+        )
+    if not (adapter_dir / ADAPTER_WEIGHT_FILE).is_file():
+        pickle_note = (
+            " (it has pickle weights, which are refused)" if (adapter_dir / ADAPTER_PICKLE_FILE).is_file() else ""
+        )
+        raise ModelLoadError(f"{adapter_dir} has no {ADAPTER_WEIGHT_FILE}{pickle_note}; retrain it with `{stage}`")
+    base = load_base_model(base_name, device, dtype)
+    log.info("loading adapter from %s", adapter_dir)
+    try:
+        model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False, use_safetensors=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        # RuntimeError: shape mismatch, e.g. an adapter trained on another base model.
+        raise ModelLoadError(
+            f"could not load the adapter in {adapter_dir} onto {base_name!r}: {type(err).__name__}: {err}. "
+            f"If model.name changed since training, retrain with `{stage}`"
+        ) from None
+    model.to(device)
+    model.eval()
+    _, total = count_parameters(model)
+    log.info("adapter model: %d parameters (base + adapter)", total)
+    return model
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """Count trainable and total parameters, each tensor once.
+
+    Tied weights (T5's shared input embeddings, PEFT's reference to the word
+    embeddings) are one ``Parameter`` object seen under several names;
+    ``Module.parameters()`` yields each object once, so nothing is counted twice. For a
+    PEFT model the total is base plus adapter parameters.
+
+    Args:
+        model: Any torch module, e.g. a transformers or PEFT model.
+
+    Returns:
+        ``(trainable, total)`` element counts.
+    """
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel()
+        total += n
+        if p.requires_grad:
+            trainable += n
+    return trainable, total

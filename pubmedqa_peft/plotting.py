@@ -1,0 +1,625 @@
+"""The comparison figures: one function per figure, plain data in, a matplotlib Figure out.
+
+Every figure colours a method the same way (:func:`method_color`, the Okabe-Ito
+colour-blind-friendly palette; the few-shot baselines get shades of one hue), and every
+artist drawn for a method carries the method name as its ``gid`` so tests can check
+what was drawn. :func:`save_figure` writes a PNG atomically. Nothing here reads files:
+:mod:`pubmedqa_peft.reports` loads the stage inputs and calls these functions.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import re
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+
+from pubmedqa_peft import paths
+from pubmedqa_peft.config import METHODS
+from pubmedqa_peft.evaluation import expected_calibration_error, reliability_diagram
+from pubmedqa_peft.files import atomic_path
+
+log = logging.getLogger(__name__)
+
+_FEWSHOT = re.compile(r"^fewshot_k(\d+)$")
+
+# Okabe & Ito (2008), "Color Universal Design": distinguishable with any colour-vision deficiency.
+_COLORS = {
+    "base": "#4D4D4D",  # dark grey: the frozen reference every method is compared with
+    "prompt": "#E69F00",  # orange
+    "prefix": "#0072B2",  # blue
+    "lora": "#009E73",  # bluish green
+    "tfidf_logreg": "#D55E00",  # vermillion
+    "majority": "#B3B3B3",  # light grey: the floor
+}
+# Few-shot baselines: shades of Okabe-Ito's reddish purple (#CC79A7), light to dark.
+# K picks shade (K - 1) mod 6, so any two K closer than 6 apart get different shades.
+_FEWSHOT_SHADES = ("#F2C4DC", "#E3A1C5", "#CC79A7", "#A85A8A", "#80406A", "#55264A")
+# Anything else (a method added later) gets a stable colour from its name.
+_FALLBACK = ("#56B4E9", "#F0E442", "#8C564B", "#17BECF", "#BCBD22", "#7F7F7F")
+
+_LABELS = {
+    "base": "base (zero-shot)",
+    "prompt": "prompt tuning",
+    "prefix": "prefix tuning",
+    "lora": "LoRA",
+    "tfidf_logreg": "TF-IDF + log. reg.",
+    "majority": "majority class",
+}
+
+PEFT_VS_BASE = ("base", *METHODS)
+"""The methods of the headline figure: the frozen model and the three PEFT methods."""
+
+# Applied around each figure function, never globally: importing this module changes no settings.
+_STYLE = {
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "legend.fontsize": 9,
+    "figure.titlesize": 13,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+
+_F = TypeVar("_F", bound=Callable[..., Figure])
+
+
+def _styled(func: _F) -> _F:
+    """Draw the figure under the house style."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Figure:
+        with mpl.rc_context(_STYLE):
+            return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _fewshot_k(method: str) -> int | None:
+    match = _FEWSHOT.match(method)
+    return int(match.group(1)) if match else None
+
+
+def method_color(method: str) -> str:
+    """The one colour of a method, the same in every figure.
+
+    Args:
+        method: A method name as in ``eval.json`` (``lora``, ``fewshot_k3``, ...).
+
+    Returns:
+        A hex colour.
+    """
+    if method in _COLORS:
+        return _COLORS[method]
+    k = _fewshot_k(method)
+    if k is not None:
+        return _FEWSHOT_SHADES[(k - 1) % len(_FEWSHOT_SHADES)]
+    return _FALLBACK[zlib.crc32(method.encode()) % len(_FALLBACK)]
+
+
+def method_label(method: str) -> str:
+    """Human-readable name of a method for legends and titles (e.g. ``few-shot (k=3)``)."""
+    k = _fewshot_k(method)
+    if k is not None:
+        return f"few-shot (k={k})"
+    return _LABELS.get(method, method)
+
+
+def order_methods(methods: Iterable[str]) -> list[str]:
+    """Sort methods for display: base, the PEFT methods, few-shot by K, TF-IDF, majority, then others.
+
+    Args:
+        methods: Method names in any order.
+
+    Returns:
+        The same names in display order.
+    """
+    fixed = ["base", *METHODS]
+    tail = ["tfidf_logreg", "majority"]
+
+    def key(m: str) -> tuple[int, int, str]:
+        if m in fixed:
+            return (0, fixed.index(m), "")
+        k = _fewshot_k(m)
+        if k is not None:
+            return (1, k, "")
+        if m in tail:
+            return (2, tail.index(m), "")
+        return (3, 0, m)
+
+    return sorted(set(methods), key=key)
+
+
+def _text_color(fill: str) -> str:
+    """Black or white, whichever reads better on ``fill`` (relative luminance)."""
+    r, g, b = to_rgb(fill)
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else "white"
+
+
+def _panel_grid(n: int, ncols: int, panel_w: float, panel_h: float) -> tuple[Figure, list[Any]]:
+    """A grid of ``n`` panels; unused cells are removed so ``fig.axes`` has exactly ``n`` panels."""
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(panel_w * ncols, panel_h * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        fig.delaxes(ax)
+    return fig, flat[:n]
+
+
+@_styled
+def plot_metric_bars(test: Mapping[str, Mapping[str, Any]], methods: Sequence[str], title: str) -> Figure:
+    """Accuracy and macro-F1 with their 95% bootstrap CIs, one bar per method in each group.
+
+    Args:
+        test: ``eval.json["test"]``: per method ``accuracy``, ``accuracy_ci``, ``macro_f1``, ``macro_f1_ci``.
+        methods: Which methods to show, in display order.
+        title: Figure title.
+
+    Returns:
+        The figure (one bar per method and metric; each bar's ``gid`` is its method).
+    """
+    metrics = (("accuracy", "Accuracy"), ("macro_f1", "Macro-F1"))
+    n = len(methods)
+    width = 0.84 / n
+    fig = Figure(figsize=(max(6.5, 2.2 + 1.0 * n), 4.8), layout="constrained")
+    ax = fig.subplots()
+    for i, method in enumerate(methods):
+        m = test[method]
+        values = [m[key] for key, _ in metrics]
+        lows = [m[f"{key}_ci"]["low"] for key, _ in metrics]
+        highs = [m[f"{key}_ci"]["high"] for key, _ in metrics]
+        yerr = [
+            [max(v - lo, 0.0) for v, lo in zip(values, lows, strict=True)],
+            [max(hi - v, 0.0) for v, hi in zip(values, highs, strict=True)],
+        ]
+        x = np.arange(len(metrics)) - 0.42 + width * (i + 0.5)
+        color = method_color(method)
+        bars = ax.bar(
+            x,
+            values,
+            width * 0.92,
+            yerr=yerr,
+            capsize=3,
+            color=color,
+            edgecolor="black",
+            linewidth=0.5,
+            label=method_label(method),
+            error_kw={"elinewidth": 1, "ecolor": "black"},
+        )
+        for bar, value in zip(bars, values, strict=True):
+            bar.set_gid(method)
+            ax.text(
+                bar.get_x() + bar.get_width() / 2,
+                0.02,
+                f"{value:.2f}",
+                rotation=90,
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                color=_text_color(color),
+            )
+    ax.set_xticks(np.arange(len(metrics)), [name for _, name in metrics])
+    ax.set_xlim(-0.5, len(metrics) - 0.5)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("Score on the test split (0–1)")
+    ax.set_title(f"{title}\n(bar = point estimate, error bar = 95% bootstrap CI)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    fig.legend(loc="outside lower center", ncols=min(n, 4), frameon=False)
+    return fig
+
+
+def footprint_methods(test: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Methods shown in the footprint figure: base, the PEFT methods, and any other with trainable parameters.
+
+    Few-shot baselines are left out (they are the base model, same footprint), as is the
+    majority baseline (no parameters at all).
+    """
+    keep = [m for m in test if m in PEFT_VS_BASE or test[m].get("trainable_params", 0) > 0]
+    return order_methods(keep)
+
+
+def _count(n: float) -> str:
+    """Compact parameter count: 10.2K, 77.0M."""
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+@_styled
+def plot_footprint(test: Mapping[str, Mapping[str, Any]], methods: Sequence[str]) -> Figure:
+    """Trainable versus total parameters per method, log scale, with the trainable percentage labelled.
+
+    Args:
+        test: ``eval.json["test"]``: per method ``trainable_params``, ``total_params``, ``trainable_pct``.
+        methods: Which methods to show (see :func:`footprint_methods`).
+
+    Returns:
+        The figure: one total bar (grey) per method and one trainable bar (method colour,
+        ``gid`` = method) per method with trainable parameters.
+    """
+    n = len(methods)
+    fig = Figure(figsize=(9, 1.2 + 0.75 * n), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(n)
+    totals = [test[m]["total_params"] for m in methods]
+    top = max([*totals, 1])
+    ax.barh(y - 0.18, totals, 0.36, color="#E5E5E5", edgecolor="0.4", hatch="//")
+    for i, method in enumerate(methods):
+        m = test[method]
+        trainable, total = m["trainable_params"], m["total_params"]
+        if trainable > 0:
+            bar = ax.barh(i + 0.18, trainable, 0.36, color=method_color(method), edgecolor="black", linewidth=0.5)
+            bar.patches[0].set_gid(method)
+            note = f"{_count(trainable)} trainable of {_count(total)} ({100 * trainable / total:.3g}%)"
+        else:
+            note = f"0 trainable (frozen) of {_count(total)}"
+        ax.text(top * 1.6, i, note, va="center", fontsize=9)
+    ax.set_xscale("log")
+    # Room right of the longest bar for the labels; the left edge stays below the smallest count.
+    smallest = min([test[m]["trainable_params"] for m in methods if test[m]["trainable_params"] > 0], default=1e3)
+    ax.set_xlim(min(1e2, smallest / 3), top * 3e3)
+    ax.set_yticks(y, [method_label(m) for m in methods])
+    ax.invert_yaxis()
+    ax.set_xlabel("Parameters (count, log scale)")
+    ax.set_title("Parameter footprint: trainable vs total parameters")
+    ax.grid(axis="x", alpha=0.3, which="major")
+    ax.set_axisbelow(True)
+    handles = [
+        Rectangle((0, 0), 1, 1, facecolor="#E5E5E5", edgecolor="0.4", hatch="//", label="total parameters"),
+        Rectangle((0, 0), 1, 1, facecolor="0.55", edgecolor="black", label="trainable parameters (method colour)"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
+    return fig
+
+
+@_styled
+def plot_loss_curves(curves: Mapping[str, Mapping[str, pd.DataFrame]]) -> Figure:
+    """Training loss per logging step (line) and validation loss per epoch (markers), one panel per method.
+
+    Args:
+        curves: Per method ``{"train": DataFrame(step, loss), "val": DataFrame(step, loss)}``.
+
+    Returns:
+        The figure: one panel per method, each with a train line and val markers (``gid`` = method).
+    """
+    methods = list(curves)
+    fig, axes = _panel_grid(len(methods), 3, 4.4, 3.6)
+    for ax, method in zip(axes, methods, strict=True):
+        color = method_color(method)
+        train, val = curves[method]["train"], curves[method]["val"]
+        ax.set_gid(f"panel:{method}")
+        if len(train):
+            (line,) = ax.plot(train["step"], train["loss"], color=color, lw=1.6, label="train (per logging step)")
+            line.set_gid(method)
+        if len(val):
+            (marks,) = ax.plot(
+                val["step"],
+                val["loss"],
+                ls="none",
+                marker="o",
+                ms=7,
+                color=color,
+                markeredgecolor="black",
+                label="validation (per epoch)",
+            )
+            marks.set_gid(method)
+        if not len(train) and not len(val):
+            ax.text(0.5, 0.5, "no loss logged", transform=ax.transAxes, ha="center", va="center")
+        ax.set_title(method_label(method), color="black")
+        ax.set_xlabel("Optimizer step")
+        ax.set_ylabel("Loss (cross-entropy, nats/token)")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper right", fontsize=8)
+    fig.suptitle("Training curves of the PEFT methods")
+    return fig
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3g}"
+
+
+@_styled
+def plot_latency(test: Mapping[str, Mapping[str, Any]], methods: Sequence[str]) -> Figure:
+    """Batch-1 latency per request: median bar with a whisker up to the 90th percentile.
+
+    Args:
+        test: ``eval.json["test"]``: per method ``latency_s: {median, p90}`` in seconds.
+        methods: Which methods to show, in display order.
+
+    Returns:
+        The figure: one horizontal bar per method (``gid`` = method), in milliseconds.
+    """
+    n = len(methods)
+    fig = Figure(figsize=(9, 1.3 + 0.55 * n), layout="constrained")
+    ax = fig.subplots()
+    medians = np.array([test[m]["latency_s"]["median"] * 1e3 for m in methods])
+    p90s = np.array([test[m]["latency_s"]["p90"] * 1e3 for m in methods])
+    bars = ax.barh(
+        np.arange(n),
+        medians,
+        0.65,
+        xerr=[np.zeros(n), np.maximum(p90s - medians, 0)],
+        capsize=4,
+        color=[method_color(m) for m in methods],
+        edgecolor="black",
+        linewidth=0.5,
+        error_kw={"elinewidth": 1.2, "ecolor": "black"},
+    )
+    right = max(float(p90s.max()), 1e-9)
+    for i, (bar, method) in enumerate(zip(bars, methods, strict=True)):
+        bar.set_gid(method)
+        lat = test[method]["latency_s"]
+        ax.text(
+            max(p90s[i], medians[i]) + right * 0.015,
+            i,
+            f"{_ms(lat['median'])} ms (p90 {_ms(lat['p90'])} ms)",
+            va="center",
+            fontsize=9,
+        )
+    ax.set_xlim(0, right * 1.35)
+    ax.set_yticks(np.arange(n), [method_label(m) for m in methods])
+    ax.invert_yaxis()
+    ax.set_xlabel("Latency per request at batch size 1 (ms)")
+    ax.set_title("Inference latency: bar = median, whisker = 90th percentile")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_axisbelow(True)
+    return fig
+
+
+@_styled
+def plot_confusion(test: Mapping[str, Mapping[str, Any]], methods: Sequence[str]) -> Figure:
+    """Confusion-matrix heatmaps, one panel per method, with counts and row-normalised rates.
+
+    Args:
+        test: ``eval.json["test"]``: per method ``confusion[gold][pred]`` counts.
+        methods: Which methods to show, in display order.
+
+    Returns:
+        The figure: one panel per method (axes ``gid`` = ``panel:<method>``, frame in the
+        method colour with ``gid`` = method) plus one colour bar.
+    """
+    labels = ("yes", "no")
+    fig, axes = _panel_grid(len(methods), 4, 3.0, 2.9)
+    image = None
+    for ax, method in zip(axes, methods, strict=True):
+        conf = test[method]["confusion"]
+        counts = np.array([[conf[g][p] for p in labels] for g in labels], dtype=float)
+        totals = counts.sum(axis=1, keepdims=True)
+        rates = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+        image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+        for g in range(2):
+            for p in range(2):
+                ax.text(
+                    p,
+                    g,
+                    f"{int(counts[g, p])}\n({rates[g, p]:.0%})",
+                    ha="center",
+                    va="center",
+                    fontsize=10,
+                    color="white" if rates[g, p] > 0.6 else "black",
+                )
+        ax.set_xticks([0, 1], labels)
+        ax.set_yticks([0, 1], labels)
+        ax.set_xlabel("Predicted")
+        ax.set_ylabel("Gold")
+        ax.set_title(method_label(method))
+        ax.set_gid(f"panel:{method}")
+        for spine in ax.spines.values():
+            spine.set_visible(True)
+            spine.set_edgecolor(method_color(method))
+            spine.set_linewidth(4)
+            spine.set_gid(method)
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.8, label="Rate within the gold class (row-normalised)")
+    fig.suptitle(f"Test confusion matrices (counts and row-normalised rates, n = {_n(test, methods)})")
+    return fig
+
+
+def _n(test: Mapping[str, Mapping[str, Any]], methods: Sequence[str]) -> str:
+    ns = sorted({test[m]["n"] for m in methods if "n" in test[m]})
+    return "/".join(str(x) for x in ns) or "?"
+
+
+@_styled
+def plot_coverage_accuracy(curves: Mapping[str, pd.DataFrame], tau: float) -> Figure:
+    """Selective accuracy against coverage as the confidence threshold tau is swept, one line per method.
+
+    Args:
+        curves: Per method a DataFrame with columns ``tau``, ``coverage``, ``selective_accuracy``
+            (NaN where nothing is covered).
+        tau: The operating threshold (``eval.json["tau"]``), marked on every curve.
+
+    Returns:
+        The figure: one line per method and one marker at ``tau`` per method that covers
+        anything there (both with ``gid`` = method).
+    """
+    fig = Figure(figsize=(9.5, 5.5), layout="constrained")
+    ax = fig.subplots()
+    for method, df in curves.items():
+        color = method_color(method)
+        ok = df.dropna(subset=["selective_accuracy"])
+        # A constant-confidence method (majority) has a one-point curve: give it a visible marker.
+        (line,) = ax.plot(
+            ok["coverage"],
+            ok["selective_accuracy"],
+            color=color,
+            lw=2,
+            marker="s" if ok["coverage"].nunique() <= 2 else None,
+            ms=7,
+            label=method_label(method),
+        )
+        line.set_gid(method)
+        at = ok[np.isclose(ok["tau"], tau)]
+        if len(at):
+            (mark,) = ax.plot(
+                at["coverage"],
+                at["selective_accuracy"],
+                ls="none",
+                marker="o",
+                ms=10,
+                color=color,
+                markeredgecolor="black",
+                markeredgewidth=1.5,
+                zorder=5,
+            )
+            mark.set_gid(method)
+    tau_proxy = Line2D(
+        [],
+        [],
+        ls="none",
+        marker="o",
+        ms=10,
+        color="white",
+        markeredgecolor="black",
+        markeredgewidth=1.5,
+        label=f"τ = {tau:.2f}",
+    )
+    handles, _ = ax.get_legend_handles_labels()
+    fig.legend(handles=[*handles, tau_proxy], loc="outside right upper", frameon=False)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("Coverage (fraction of test questions answered)")
+    ax.set_ylabel("Selective accuracy (fraction correct among answered)")
+    ax.set_title("Coverage vs selective accuracy as the confidence threshold τ rises from 0.5 to 1")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+@_styled
+def plot_reliability(predictions: Mapping[str, pd.DataFrame], bins: int) -> Figure:
+    """Reliability diagrams: accuracy per confidence bin against the diagonal, one panel per method.
+
+    The bins are those of the reported ECE (:func:`pubmedqa_peft.evaluation.reliability_diagram`),
+    so the diagram and ``eval.json``'s ``ece`` describe the same numbers.
+
+    Args:
+        predictions: Per method a DataFrame with ``label`` (gold) and ``p_yes``.
+        bins: Number of equal-width confidence bins (``evaluate.calibration_bins``).
+
+    Returns:
+        The figure: one panel per method; one bar per non-empty bin (``gid`` = method),
+        labelled with its number of examples.
+    """
+    methods = list(predictions)
+    fig, axes = _panel_grid(len(methods), 4, 3.4, 3.3)
+    span = (0.0, 1.0)
+    for ax, method in zip(axes, methods, strict=True):
+        df = predictions[method]
+        table = pd.DataFrame(reliability_diagram(df["label"].tolist(), df["p_yes"].to_numpy(), bins))
+        span = (float(table["low"].min()), float(table["high"].max()))
+        used = table[table["count"] > 0]
+        color = method_color(method)
+        ax.plot(span, span, ls="--", color="0.4", lw=1)
+        centres, widths = (used["low"] + used["high"]) / 2, used["high"] - used["low"]
+        bars = ax.bar(centres, used["accuracy"].astype(float), widths, color=color, edgecolor="black", linewidth=0.5)
+        for bar, count in zip(bars, used["count"], strict=True):
+            bar.set_gid(method)
+            # Counts sit at the foot of each bar, clear of the diagonal and the confidence ticks;
+            # above a bar too short to hold them.
+            inside = bar.get_height() >= 0.12
+            ax.text(
+                bar.get_x() + bar.get_width() / 2,
+                0.02 if inside else bar.get_height() + 0.02,
+                str(count),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                color=_text_color(color) if inside else "black",
+            )
+        ax.plot(used["confidence"], used["confidence"], ls="none", marker="_", ms=10, color="black")
+        ece = expected_calibration_error(df["label"].tolist(), df["p_yes"].to_numpy(), bins)
+        ax.set_xlim(*span)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{method_label(method)}\nECE = {ece:.3f}")
+        ax.set_xlabel("Confidence (prob. of predicted label)")
+        ax.set_ylabel("Accuracy in bin (fraction)")
+        ax.set_gid(f"panel:{method}")
+    handles = [
+        Line2D([], [], ls="--", color="0.4", label="perfect calibration"),
+        Rectangle((0, 0), 1, 1, facecolor="0.55", edgecolor="black", label="accuracy in bin (method colour)"),
+        Line2D([], [], ls="none", marker="_", ms=10, color="black", label="mean confidence in bin"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
+    fig.suptitle(
+        f"Reliability diagrams on the test split ({bins} equal-width confidence bins on [{span[0]:g}, {span[1]:g}]; "
+        "number in bar = examples)"
+    )
+    return fig
+
+
+def save_figure(fig: Figure, target: Path | str, dpi: int) -> Path:
+    """Write ``fig`` as a PNG atomically.
+
+    Args:
+        fig: The figure.
+        target: Destination ``.png`` path.
+        dpi: Resolution.
+
+    Returns:
+        ``target`` as a Path.
+    """
+    target = Path(target)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png", metadata={"Software": None})
+    return target
+
+
+def render_figures(
+    test: Mapping[str, Mapping[str, Any]],
+    loss_curves: Mapping[str, Mapping[str, pd.DataFrame]],
+    coverage: Mapping[str, pd.DataFrame],
+    predictions: Mapping[str, pd.DataFrame],
+    tau: float,
+    bins: int,
+    dpi: int,
+    out_dir: Path,
+) -> list[Path]:
+    """Draw and save every figure of the plot stage.
+
+    Args:
+        test: ``eval.json["test"]``.
+        loss_curves: Per trained method its train/val loss DataFrames.
+        coverage: Per method its coverage sweep.
+        predictions: Per method its per-example test predictions.
+        tau: ``eval.json["tau"]``.
+        bins: ``evaluate.calibration_bins``.
+        dpi: ``plot.dpi``.
+        out_dir: Where the PNGs go (``plots/figures``, under the project root).
+
+    Returns:
+        The written files, in :data:`~pubmedqa_peft.paths.FIGURE_NAMES` order.
+    """
+    every = order_methods(test)
+    headline = [m for m in PEFT_VS_BASE if m in test]
+    builders = {
+        "accuracy_macro_f1": lambda: plot_metric_bars(test, headline, "Base model vs PEFT methods on the test split"),
+        "all_methods": lambda: plot_metric_bars(test, every, "All methods and baselines on the test split"),
+        "footprint": lambda: plot_footprint(test, footprint_methods(test)),
+        "loss_curves": lambda: plot_loss_curves({m: loss_curves[m] for m in order_methods(loss_curves)}),
+        "latency": lambda: plot_latency(test, every),
+        "confusion": lambda: plot_confusion(test, every),
+        "coverage_accuracy": lambda: plot_coverage_accuracy({m: coverage[m] for m in every}, tau),
+        "reliability": lambda: plot_reliability({m: predictions[m] for m in every}, bins),
+    }
+    written = []
+    for name in paths.FIGURE_NAMES:
+        target = out_dir / paths.figure_file(name).name
+        written.append(save_figure(builders[name](), target, dpi))
+        log.info("figure %s written", target)
+    return written

@@ -1,0 +1,280 @@
+"""How a PEFT method is trained: one method-agnostic function around the Trainer.
+
+The loss is the standard token-level cross-entropy of the answer word (``yes`` / ``no``
+plus T5's end-of-sequence token) computed inside the model's forward pass
+(``T5ForConditionalGeneration`` with ``labels``), driven by ``Seq2SeqTrainer``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import get_peft_model
+from transformers import (
+    DataCollatorForSeq2Seq,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    TrainerCallback,
+    set_seed,
+)
+from transformers.integrations import DVCLiveCallback
+
+from pubmedqa_peft import files, modeling, paths
+from pubmedqa_peft.config import METHODS, Params
+from pubmedqa_peft.methods import peft_config
+from pubmedqa_peft.prompts import LABELS, fit_prompts, verbalize
+from pubmedqa_peft.provenance import provenance
+from pubmedqa_peft.stage import PipelineError
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT_FILE = "fingerprint.json"
+
+
+class EncodedDataset(torch.utils.data.Dataset):
+    """Examples tokenised once: ``input_ids`` of the prompt and ``labels`` of the answer."""
+
+    def __init__(self, features: list[dict[str, list[int]]]) -> None:
+        self.features = features
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:
+        return self.features[i]
+
+
+def encode_examples(
+    tokenizer: Any, rows: Sequence[dict[str, Any]], max_length: int, source: object = "records"
+) -> EncodedDataset:
+    """Tokenise records for training, each exactly once.
+
+    Args:
+        tokenizer: The model's tokenizer.
+        rows: Split records with ``id``, ``question``, ``context`` and ``label``.
+        max_length: ``model.max_source_length``; only the context is truncated.
+        source: Where the records came from, named in errors.
+
+    Returns:
+        A dataset of ``{"input_ids", "labels"}`` lists, unpadded (the collator pads
+        each batch to its own longest example).
+    """
+    prompts = fit_prompts(tokenizer, rows, max_length, source)
+    inputs = tokenizer(prompts).input_ids
+    targets = {label: tokenizer(text_target=verbalize(label)).input_ids for label in LABELS}
+    return EncodedDataset(
+        [{"input_ids": ids, "labels": targets[row["label"]]} for ids, row in zip(inputs, rows, strict=True)]
+    )
+
+
+def _fingerprint(method: str, params: Params, data_files: Sequence[Path]) -> str:
+    """Identify a training run so that a checkpoint is resumed only by the same run."""
+    h = hashlib.sha256()
+    h.update(method.encode())
+    for section in (params.model, params.train, params.method(method)):
+        h.update(section.model_dump_json().encode())
+    for f in data_files:
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _resume_checkpoint(ckpt_dir: Path, fingerprint: str) -> str | None:
+    """The last checkpoint of an interrupted identical run, or None (stale ones are removed)."""
+    marker = ckpt_dir / FINGERPRINT_FILE
+    if ckpt_dir.exists():
+        same = marker.exists() and json.loads(marker.read_text()).get("fingerprint") == fingerprint
+        checkpoints = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+        if same and checkpoints:
+            return str(checkpoints[-1])
+        log.info("removing stale checkpoints in %s (params or data changed)", ckpt_dir)
+        shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    files.write_json(marker, {"fingerprint": fingerprint})
+    return None
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # ru_maxrss is in kilobytes on Linux and in bytes on macOS.
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def _final_losses(log_history: list[dict[str, Any]]) -> tuple[float | None, float | None]:
+    train = [e["loss"] for e in log_history if "loss" in e]
+    val = [e["eval_loss"] for e in log_history if "eval_loss" in e]
+    return (train[-1] if train else None), (val[-1] if val else None)
+
+
+def train_method(
+    method: str,
+    params: Params,
+    train_rows: Sequence[dict[str, Any]],
+    val_rows: Sequence[dict[str, Any]],
+    *,
+    adapter_out: Path,
+    metrics_out: Path,
+    plots_out: Path | None,
+    checkpoints: Path,
+    fingerprint: str,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> dict[str, Any]:
+    """Train one PEFT method and write its adapter, metrics and loss curves.
+
+    Args:
+        method: ``prompt``, ``prefix`` or ``lora``.
+        params: The validated parameters.
+        train_rows: Training records.
+        val_rows: Validation records (loss evaluated each epoch).
+        adapter_out: Directory that receives the adapter, replaced atomically.
+        metrics_out: JSON file of training metrics.
+        plots_out: DVCLive directory for the loss curves, or None to skip DVCLive.
+        checkpoints: Directory of per-epoch checkpoints, used to resume a killed run.
+        fingerprint: Identity of this run; checkpoints of another run are discarded.
+        callbacks: Extra Trainer callbacks (tests use one to simulate a kill).
+
+    Returns:
+        The training metrics written to ``metrics_out``.
+    """
+    if method not in METHODS:
+        raise PipelineError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    modeling.set_threads(params.model.threads)
+    device = modeling.resolve_device(params.model.device)
+    tokenizer = modeling.load_tokenizer(params.model.name)
+    base = modeling.load_base_model(params.model.name, device)
+    if params.train.max_train_examples is not None:
+        log.info("using the first %d of %d training examples", params.train.max_train_examples, len(train_rows))
+        train_rows = train_rows[: params.train.max_train_examples]
+
+    log.info("tokenising %d train and %d val examples", len(train_rows), len(val_rows))
+    train_ds = encode_examples(tokenizer, train_rows, params.model.max_source_length, paths.split_file("train"))
+    val_ds = encode_examples(tokenizer, val_rows, params.model.max_source_length, paths.split_file("val"))
+
+    # Seed before wrapping: PEFT initialises the new weights (LoRA A, prefixes) randomly.
+    set_seed(params.train.seed)
+    model = get_peft_model(base, peft_config(method, params, base.config, params.model.name))
+    trainable, total = modeling.count_parameters(model)
+    log.info("%s: %d trainable of %d parameters (%.4f%%)", method, trainable, total, 100 * trainable / total)
+
+    resume = _resume_checkpoint(checkpoints, fingerprint)
+    if resume:
+        log.info("resuming from %s", resume)
+    t = params.train
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=t.epochs,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=params.method(method).lr,
+        warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        seed=t.seed,
+        data_seed=t.seed,
+        logging_steps=t.logging_steps,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=1,
+        train_sampling_strategy="group_by_length",
+        report_to="none",
+        use_cpu=device.type == "cpu",
+        bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(),
+        dataloader_num_workers=0,
+        dataloader_pin_memory=device.type == "cuda",
+        predict_with_generate=False,
+        disable_tqdm=False,
+    )
+    callbacks = list(callbacks)
+    live_dir = checkpoints / "dvclive"
+    if plots_out is not None:
+        from dvclive import Live
+
+        # DVCLive writes into the checkpoint area so that a resumed run continues its
+        # curves; the finished curves are copied to the declared output at the end.
+        live = Live(dir=str(live_dir), resume=resume is not None, report=None, save_dvc_exp=False, dvcyaml=None)
+        callbacks.append(DVCLiveCallback(live=live))
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=val_ds,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    wall = time.perf_counter() - start
+    final_train, final_val = _final_losses(trainer.state.log_history)
+
+    log.info("saving adapter to %s", adapter_out)
+    with files.atomic_path(adapter_out) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+    n_tokens = sum(len(f["input_ids"]) + len(f["labels"]) for f in train_ds.features)
+    metrics = {
+        "method": method,
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_pct": 100 * trainable / total,
+        "train_examples": len(train_ds),
+        "val_examples": len(val_ds),
+        "epochs": t.epochs,
+        "steps": trainer.state.global_step,
+        "train_time_s": wall,
+        "train_examples_per_s": result.metrics.get("train_samples_per_second"),
+        "train_real_tokens_per_s": n_tokens * t.epochs / wall,
+        "peak_memory_mb": _peak_memory_mb(device),
+        "final_train_loss": final_train,
+        "final_val_loss": final_val,
+        "resumed_from": resume and Path(resume).name,
+        "device": device.type,
+        "provenance": provenance(model=params.model, train=params.train, **{f"train_{method}": params.method(method)}),
+    }
+    files.write_json(metrics_out, metrics)
+    if plots_out is not None:
+        with files.atomic_path(plots_out) as tmp:
+            shutil.copytree(live_dir / "plots", tmp)
+    return metrics
+
+
+def run_training_stage(method: str, params: Params) -> dict[str, Any]:
+    """The body of a ``train_<method>`` stage: read the splits, train, clean up checkpoints.
+
+    Args:
+        method: ``prompt``, ``prefix`` or ``lora``.
+        params: The validated parameters.
+
+    Returns:
+        The training metrics.
+    """
+    split_files = [paths.split_file("train"), paths.split_file("val")]
+    for f in split_files:
+        if not f.exists():
+            raise PipelineError(f"{f} not found: run `dvc repro split` first")
+    train_rows, val_rows = (files.read_jsonl(f) for f in split_files)
+    ckpt = paths.checkpoint_dir(method)
+    metrics = train_method(
+        method,
+        params,
+        train_rows,
+        val_rows,
+        adapter_out=paths.adapter_dir(method),
+        metrics_out=paths.train_metrics_file(method),
+        plots_out=paths.train_plots_dir(method),
+        checkpoints=ckpt,
+        fingerprint=_fingerprint(method, params, split_files),
+    )
+    # The run finished, so its checkpoints can no longer be needed for a resume.
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return metrics

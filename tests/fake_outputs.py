@@ -1,0 +1,251 @@
+"""A complete, internally consistent fake workspace of the train_* and evaluate outputs.
+
+The plot stage is developed and tested against these files, written exactly as
+``notes/outputs_schema.md`` describes them: ``metrics/eval.json``, ``metrics/train/<m>.json``,
+the DVCLive loss TSVs, the per-example prediction and coverage CSVs and ``data/splits/test.jsonl``.
+Every number derives from seeded random predictions, so the metrics agree with the CSVs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import binomtest
+
+from pubmedqa_peft import paths
+from pubmedqa_peft.evaluation import expected_calibration_error
+
+TRAINED = ("prompt", "prefix", "lora")
+TOTAL_PARAMS = 76_961_152
+# How well each fake method separates the classes (logit shift towards the gold label).
+SKILL = {"base": 0.5, "prompt": 1.0, "prefix": 0.8, "lora": 1.6, "tfidf_logreg": 0.6}
+TRAINABLE = {"prompt": 10_240, "prefix": 122_880, "lora": 344_064}
+LATENCY_S = {"majority": 2e-6, "tfidf_logreg": 4e-4, "base": 0.045, "prompt": 0.052, "prefix": 0.049, "lora": 0.047}
+_VOCABULARY = (
+    "patients cohort randomized trial outcome mortality risk factor association significant "
+    "analysis treatment clinical study group compared years follow-up increased reduced rate "
+    "surgery therapy children women survival disease effect levels measured hospital prospective "
+    "retrospective"
+)
+WORDS = tuple(_VOCABULARY.split())
+
+
+def fake_methods(fewshot_k: tuple[int, ...] = (3, 5)) -> list[str]:
+    """The method names evaluate writes, in its order."""
+    return ["majority", "tfidf_logreg", "base", *(f"fewshot_k{k}" for k in fewshot_k), *TRAINED]
+
+
+def _text(rng: np.random.Generator, n_words: int) -> str:
+    return " ".join(rng.choice(WORDS, size=n_words)).capitalize()
+
+
+def _test_rows(rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
+    ids = sorted({str(x) for x in rng.integers(10_000_000, 29_999_999, size=n * 2)})[:n]
+    rows = []
+    for i, pmid in enumerate(ids):
+        label = "yes" if rng.random() < 0.6 else "no"
+        question = _text(rng, int(rng.integers(6, 16))) + "?"
+        if i == 0:
+            question = "Does a | pipe survive the markdown table?"
+        rows.append(
+            {
+                "id": pmid,
+                "question": question,
+                "context": " ".join(_text(rng, int(rng.integers(12, 30))) + "." for _ in range(8)),
+                "label": label,
+                "long_answer": _text(rng, 20) + ".",
+                "year": str(int(rng.integers(1990, 2016))),
+                "meshes": [str(w) for w in rng.choice(WORDS, size=3)],
+            }
+        )
+    return rows
+
+
+def _p_yes(rng: np.random.Generator, method: str, gold: np.ndarray) -> np.ndarray:
+    if method == "majority":
+        return np.full(gold.shape, 0.6)
+    k = method.removeprefix("fewshot_k")
+    skill = 0.5 + 0.1 * int(k) if k.isdigit() else SKILL[method]
+    logits = skill * (2 * gold - 1) + rng.normal(0.2, 1.0, size=gold.shape)
+    return np.round(1 / (1 + np.exp(-logits)), 4)
+
+
+def _confusion(gold: np.ndarray, pred: np.ndarray) -> dict[str, dict[str, int]]:
+    names = {1: "yes", 0: "no"}
+    return {names[g]: {names[p]: int(np.sum((gold == g) & (pred == p))) for p in (1, 0)} for g in (1, 0)}
+
+
+def _classification(gold: np.ndarray, p_yes: np.ndarray, rng: np.random.Generator, bins: int) -> dict[str, Any]:
+    pred = (p_yes > 0.5).astype(int)
+    acc = float(np.mean(pred == gold))
+    f1s, prec, rec = [], {}, {}
+    for cls, name in ((1, "yes"), (0, "no")):
+        tp = np.sum((pred == cls) & (gold == cls))
+        p = float(tp / max(np.sum(pred == cls), 1))
+        r = float(tp / max(np.sum(gold == cls), 1))
+        prec[name], rec[name] = p, r
+        f1s.append(0.0 if p + r == 0 else 2 * p * r / (p + r))
+    f1 = float(np.mean(f1s))
+    half = 0.08 + 0.02 * rng.random()
+    conf = np.maximum(p_yes, 1 - p_yes)
+    covered = conf >= 0.7
+    return {
+        "n": len(gold),
+        "accuracy": acc,
+        "accuracy_ci": {"low": max(acc - half, 0.0), "high": min(acc + half, 1.0)},
+        "macro_f1": f1,
+        "macro_f1_ci": {"low": max(f1 - half, 0.0), "high": min(f1 + half, 1.0)},
+        "precision": prec,
+        "recall": rec,
+        "confusion": _confusion(gold, pred),
+        "roc_auc": None if np.all(p_yes == p_yes[0]) else float(0.5 + 0.4 * rng.random()),
+        "ece": expected_calibration_error(gold, p_yes, bins),
+        "coverage": float(np.mean(covered)),
+        "selective_accuracy": float(np.mean(pred[covered] == gold[covered])) if covered.any() else None,
+    }
+
+
+def _coverage_rows(gold: np.ndarray, p_yes: np.ndarray) -> list[list[str]]:
+    pred = (p_yes > 0.5).astype(int)
+    conf = np.maximum(p_yes, 1 - p_yes)
+    rows = []
+    for tau in np.round(np.arange(0.5, 1.0 + 1e-9, 0.01), 2):
+        covered = conf >= tau
+        sel = f"{np.mean(pred[covered] == gold[covered]):.4f}" if covered.any() else ""
+        rows.append([f"{tau:.2f}", f"{np.mean(covered):.4f}", sel])
+    return rows
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _write_losses(root: Path, method: str, rng: np.random.Generator, steps: int, epochs: int) -> None:
+    start = {"prompt": 6.0, "prefix": 3.0, "lora": 1.2}[method]
+    t0 = 1_700_000_000_000
+    train = []
+    for step in range(10, steps + 1, 10):
+        loss = 0.25 + start * np.exp(-step / (steps / 4)) + rng.normal(0, 0.03)
+        train.append([str(t0 + step * 500), str(step), f"{loss:.4f}"])
+    val = []
+    for epoch in range(1, epochs + 1):
+        step = steps * epoch // epochs
+        val.append([str(t0 + step * 500 + 1), str(step), f"{0.3 + start * np.exp(-step / (steps / 4)):.4f}"])
+    for path, rows in ((paths.train_loss_file(method), train), (paths.val_loss_file(method), val)):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(
+            "timestamp\tstep\tloss\n" + "".join("\t".join(r) + "\n" for r in rows), encoding="utf-8"
+        )
+    lr = root / paths.train_plots_dir(method) / "metrics" / "train" / "learning_rate.tsv"
+    lr.write_text("timestamp\tstep\tlearning_rate\n" + f"{t0}\t10\t0.001\n", encoding="utf-8")
+
+
+def write_fake_workspace(
+    root: Path, n_test: int = 89, seed: int = 0, fewshot_k: tuple[int, ...] = (3, 5), bins: int = 10
+) -> dict:
+    """Write every input of the plot stage under ``root``.
+
+    Args:
+        root: The project root to fill (usually ``tmp_path``).
+        n_test: Number of test examples.
+        seed: Seed of all the random numbers.
+        fewshot_k: The few-shot baselines to fake.
+        bins: Calibration bins of the ECE written to eval.json.
+
+    Returns:
+        The parsed ``eval.json`` that was written.
+    """
+    rng = np.random.default_rng(seed)
+    rows = _test_rows(rng, n_test)
+    (root / paths.SPLITS_DIR).mkdir(parents=True, exist_ok=True)
+    (root / paths.split_file("test")).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    gold = np.array([r["label"] == "yes" for r in rows], dtype=int)
+    methods = fake_methods(fewshot_k)
+    provenance = {
+        "config": {"model": {"name": "google/flan-t5-small"}, "evaluate": {"tau": 0.7, "calibration_bins": 10}},
+        "versions": {"python": "3.12"},
+        "git_revision": "0123456789abcdef0123456789abcdef01234567",
+    }
+    test, val = {}, {}
+    preds = {method: _p_yes(rng, method, gold) for method in methods}
+    for method in methods:
+        p_yes = preds[method]
+        pred = np.where(p_yes > 0.5, "yes", "no")
+        conf = np.maximum(p_yes, 1 - p_yes)
+        _write_csv(
+            root / paths.predictions_file(method),
+            ["id", "label", "p_yes", "prediction", "confidence"],
+            [
+                [r["id"], r["label"], f"{p:.4f}", y, f"{c:.4f}"]
+                for r, p, y, c in zip(rows, p_yes, pred, conf, strict=True)
+            ],
+        )
+        _write_csv(
+            root / paths.coverage_file(method), ["tau", "coverage", "selective_accuracy"], _coverage_rows(gold, p_yes)
+        )
+        metrics = _classification(gold, p_yes, rng, bins)
+        val[method] = _classification(gold[: n_test // 2], _p_yes(rng, method, gold[: n_test // 2]), rng, bins)
+        if method == "base":
+            mcnemar = None
+        else:
+            base_right = (preds["base"] > 0.5) == gold
+            right = (p_yes > 0.5) == gold
+            b, c = int(np.sum(base_right & ~right)), int(np.sum(~base_right & right))
+            mcnemar = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
+        # Few-shot prompts grow with K, and so does their latency.
+        lat = LATENCY_S.get(method) or 0.045 * (1 + 0.4 * int(method.removeprefix("fewshot_k")))
+        trainable = TRAINABLE.get(method, 2049 if method == "tfidf_logreg" else 0)
+        total = {"majority": 0, "tfidf_logreg": 2049}.get(method, TOTAL_PARAMS + trainable)
+        test[method] = {
+            **metrics,
+            "mcnemar_p_vs_base": mcnemar,
+            "latency_s": {"median": lat, "p90": lat * 1.25},
+            "throughput_eps": 8.0 / lat if lat > 1e-3 else 5e5,
+            "trainable_params": trainable,
+            "total_params": total,
+            "trainable_pct": 100.0 * trainable / total if total else 0.0,
+            "tau_target": {
+                "tau": None if method == "majority" else 0.8,
+                "val_coverage": 0.5,
+                "val_selective_accuracy": None if method == "majority" else 0.81,
+                "test_coverage": 0.45,
+                "test_selective_accuracy": None if method == "majority" else 0.78,
+            },
+        }
+    eval_json = {"test": test, "val": val, "tau": 0.7, "target_accuracy": 0.8, "provenance": provenance}
+    (root / paths.METRICS_DIR).mkdir(parents=True, exist_ok=True)
+    (root / paths.EVAL_METRICS).write_text(json.dumps(eval_json, indent=2), encoding="utf-8")
+    for i, method in enumerate(TRAINED):
+        steps, epochs = 240 + 30 * i, 3
+        _write_losses(root, method, rng, steps, epochs)
+        trainable = TRAINABLE[method]
+        train_json = {
+            "method": method,
+            "trainable_params": trainable,
+            "total_params": TOTAL_PARAMS + trainable,
+            "trainable_pct": 100.0 * trainable / (TOTAL_PARAMS + trainable),
+            "train_examples": 712,
+            "val_examples": 89,
+            "epochs": float(epochs),
+            "steps": steps,
+            "train_time_s": 600.0 + 100 * i,
+            "train_examples_per_s": 3.5,
+            "train_real_tokens_per_s": 1200.0,
+            "peak_memory_mb": 1500.0 + 50 * i,
+            "final_train_loss": 0.3,
+            "final_val_loss": 0.35,
+            "resumed_from": None,
+            "device": "cpu",
+            "provenance": provenance,
+        }
+        (root / paths.TRAIN_METRICS_DIR).mkdir(parents=True, exist_ok=True)
+        (root / paths.train_metrics_file(method)).write_text(json.dumps(train_json, indent=2), encoding="utf-8")
+    return eval_json

@@ -1,0 +1,257 @@
+"""Tests of the figures: what each draws matches its input, colours are fixed per method, PNGs are valid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib as mpl
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+from fake_outputs import fake_methods, write_fake_workspace
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+from matplotlib.spines import Spine
+
+from pubmedqa_peft import paths, plotting
+from pubmedqa_peft.config import Params
+from pubmedqa_peft.reports import load_plot_inputs, run_plot_stage
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+METHODS = fake_methods()
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ws")
+    write_fake_workspace(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def inputs(workspace: Path):
+    return load_plot_inputs(workspace)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    """The whole plot stage, run once on its own fake workspace."""
+    root = tmp_path_factory.mktemp("stage")
+    write_fake_workspace(root)
+    return root, run_plot_stage(Params(), root)
+
+
+@pytest.fixture(scope="module")
+def figures(inputs) -> dict[str, Figure]:
+    every = plotting.order_methods(inputs.test)
+    return {
+        "metric_bars": plotting.plot_metric_bars(inputs.test, every, "all"),
+        "footprint": plotting.plot_footprint(inputs.test, plotting.footprint_methods(inputs.test)),
+        "loss": plotting.plot_loss_curves(inputs.losses),
+        "latency": plotting.plot_latency(inputs.test, every),
+        "confusion": plotting.plot_confusion(inputs.test, every),
+        "coverage": plotting.plot_coverage_accuracy(inputs.coverage, inputs.eval["tau"]),
+        "reliability": plotting.plot_reliability(inputs.predictions, 10),
+    }
+
+
+def _artists(fig: Figure, method: str) -> list:
+    return list(fig.findobj(lambda a: a.get_gid() == method))
+
+
+def _panels(fig: Figure) -> list:
+    return [ax for ax in fig.axes if str(ax.get_gid()).startswith("panel:")]
+
+
+def test_every_method_has_its_own_colour() -> None:
+    colours = [plotting.method_color(m) for m in METHODS]
+    assert len(set(colours)) == len(METHODS)
+    assert plotting.method_color("fewshot_k3") != plotting.method_color("fewshot_k5")
+    # An unforeseen method gets a colour too, the same one every time.
+    assert plotting.method_color("new_method") == plotting.method_color("new_method")
+
+
+def test_order_puts_base_and_peft_first_and_fewshot_by_k() -> None:
+    shuffled = ["majority", "fewshot_k10", "lora", "zzz", "tfidf_logreg", "fewshot_k3", "base", "prefix", "prompt"]
+    assert plotting.order_methods(shuffled) == [
+        "base",
+        "prompt",
+        "prefix",
+        "lora",
+        "fewshot_k3",
+        "fewshot_k10",
+        "tfidf_logreg",
+        "majority",
+        "zzz",
+    ]
+
+
+def test_metric_bars_show_accuracy_and_f1_of_each_method(figures, inputs) -> None:
+    fig = figures["metric_bars"]
+    for method in METHODS:
+        bars = _artists(fig, method)
+        assert len(bars) == 2, method
+        heights = [b.get_height() for b in sorted(bars, key=lambda b: b.get_x())]
+        assert heights == pytest.approx([inputs.test[method]["accuracy"], inputs.test[method]["macro_f1"]])
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == [plotting.method_label(m) for m in plotting.order_methods(METHODS)]
+
+
+def test_headline_figure_has_only_base_and_peft(inputs) -> None:
+    fig = plotting.plot_metric_bars(inputs.test, ["base", "prompt", "prefix", "lora"], "t")
+    drawn = {b.get_gid() for b in fig.findobj(Rectangle) if b.get_gid()}
+    assert drawn == {"base", "prompt", "prefix", "lora"}
+
+
+def test_footprint_bars_are_trainable_counts_on_log_scale(figures, inputs) -> None:
+    fig = figures["footprint"]
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    shown = plotting.footprint_methods(inputs.test)
+    assert {"base", "prompt", "prefix", "lora"} <= set(shown)
+    assert not any(m.startswith("fewshot") for m in shown) and "majority" not in shown
+    for method in shown:
+        bars = _artists(fig, method)
+        trainable = inputs.test[method]["trainable_params"]
+        assert [b.get_width() for b in bars] == ([trainable] if trainable else [])
+    labels = " ".join(t.get_text() for t in ax.texts)
+    assert "frozen" in labels and f"{inputs.test['lora']['trainable_pct']:.3g}%" in labels
+
+
+def test_loss_curves_plot_the_tsv_values(figures, inputs) -> None:
+    fig = figures["loss"]
+    assert len(_panels(fig)) == len(inputs.losses) == 3
+    for method, curves in inputs.losses.items():
+        line, marks = sorted(_artists(fig, method), key=lambda a: a.get_linestyle() == "None")
+        np.testing.assert_allclose(line.get_ydata(), curves["train"]["loss"])
+        np.testing.assert_allclose(marks.get_xdata(), curves["val"]["step"])
+        assert marks.get_linestyle() == "None"
+
+
+def test_latency_bars_are_medians_in_ms(figures, inputs) -> None:
+    fig = figures["latency"]
+    for method in METHODS:
+        (bar,) = _artists(fig, method)
+        assert bar.get_width() == pytest.approx(inputs.test[method]["latency_s"]["median"] * 1e3)
+    assert "(ms)" in fig.axes[0].get_xlabel()
+
+
+def test_confusion_has_one_panel_per_method_with_counts(figures, inputs) -> None:
+    fig = figures["confusion"]
+    panels = _panels(fig)
+    assert [ax.get_gid() for ax in panels] == [f"panel:{m}" for m in plotting.order_methods(METHODS)]
+    for ax in panels:
+        method = ax.get_gid().removeprefix("panel:")
+        conf = inputs.test[method]["confusion"]
+        shown = sorted(int(t.get_text().split("\n")[0]) for t in ax.texts)
+        assert shown == sorted(conf[g][p] for g in ("yes", "no") for p in ("yes", "no"))
+        assert sum(shown) == inputs.test[method]["n"]
+
+
+def test_coverage_curves_mark_tau(figures, inputs) -> None:
+    fig = figures["coverage"]
+    tau = inputs.eval["tau"]
+    for method in METHODS:
+        artists = _artists(fig, method)
+        line = max(artists, key=lambda a: len(a.get_xdata()))
+        df = inputs.coverage[method].dropna()
+        np.testing.assert_allclose(line.get_xdata(), df["coverage"])
+        at = df[np.isclose(df["tau"], tau)]
+        markers = [a for a in artists if a is not line]
+        if len(at):
+            assert markers[0].get_xdata() == pytest.approx(at["coverage"].to_list())
+        else:  # nothing covered at tau (the majority baseline): no point to mark
+            assert markers == []
+    assert any(f"{tau:.2f}" in t.get_text() for t in fig.legends[0].get_texts())
+
+
+def test_reliability_bars_count_every_example_and_match_the_reported_ece(figures, inputs) -> None:
+    fig = figures["reliability"]
+    panels = _panels(fig)
+    assert len(panels) == len(METHODS)
+    for ax in panels:
+        method = ax.get_gid().removeprefix("panel:")
+        counts = [int(t.get_text()) for t in ax.texts]
+        assert sum(counts) == inputs.test[method]["n"]
+        assert len(_artists(fig, method)) == len(counts)
+        # The panel's ECE uses the same bins as the ECE in eval.json.
+        assert f"ECE = {inputs.test[method]['ece']:.3f}" in ax.get_title()
+
+
+def test_reliability_bar_heights_by_hand() -> None:
+    df = pd.DataFrame({"label": ["yes", "no", "yes", "no"], "p_yes": [0.52, 0.54, 0.99, 0.01]})
+    fig = plotting.plot_reliability({"lora": df}, 5)
+    bars = sorted(_artists(fig, "lora"), key=lambda b: b.get_x())
+    # [0.5, 0.6): 0.52 right, 0.54 wrong (gold no, predicted yes) -> 0.5; [0.9, 1]: both right -> 1.0
+    assert [b.get_height() for b in bars] == [0.5, 1.0]
+    assert [b.get_width() for b in bars] == pytest.approx([0.1, 0.1])
+
+
+def _colour(artist) -> tuple[float, ...]:
+    if isinstance(artist, Spine):  # the coloured frame of a confusion panel
+        rgba = artist.get_edgecolor()
+    elif isinstance(artist, Line2D):
+        rgba = to_rgba(artist.get_color())
+    else:
+        rgba = artist.get_facecolor()
+    return tuple(np.round(rgba, 4))
+
+
+def test_colours_are_the_same_for_a_method_in_every_figure(figures) -> None:
+    seen: dict[str, set] = {}
+    for name, fig in figures.items():
+        for method in METHODS:
+            for artist in _artists(fig, method):
+                seen.setdefault(method, set()).add((name, _colour(artist)))
+    assert set(seen) == set(METHODS)
+    for method, drawn in seen.items():
+        colours = {colour for _, colour in drawn}
+        assert colours == {tuple(np.round(to_rgba(plotting.method_color(method)), 4))}, method
+        # Every method appears in every all-method figure (footprint and loss curves cover fewer).
+        assert {"metric_bars", "latency", "confusion", "coverage", "reliability"} <= {n for n, _ in drawn}
+
+
+def test_every_figure_is_a_readable_png(rendered) -> None:
+    root, written = rendered
+    expected = [root / paths.figure_file(name) for name in paths.FIGURE_NAMES]
+    assert written[: len(expected)] == expected
+    for path in expected:
+        data = path.read_bytes()
+        assert data[:8] == PNG_MAGIC, path
+        assert len(data) > 15_000, path
+        image = mpimg.imread(path)
+        height, width = image.shape[:2]
+        assert height >= 400 and width >= 600, (path, image.shape)
+        # Not blank: a real plot has many distinct colours (RGB packed into one integer per pixel).
+        rgb = (image[..., :3] * 255).astype(np.uint32)
+        assert len(np.unique(rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2])) > 20, path
+
+
+def test_png_bytes_are_reproducible(inputs, tmp_path: Path) -> None:
+    first = plotting.save_figure(plotting.plot_latency(inputs.test, METHODS), tmp_path / "a.png", dpi=60)
+    second = plotting.save_figure(plotting.plot_latency(inputs.test, METHODS), tmp_path / "b.png", dpi=60)
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_save_figure_leaves_the_old_file_when_drawing_fails(tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "fig.png"
+    target.write_bytes(b"old")
+    fig = Figure()
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(fig, "savefig", boom)
+    with pytest.raises(RuntimeError):
+        plotting.save_figure(fig, target, dpi=50)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["fig.png"]
+
+
+def test_drawing_changes_no_global_matplotlib_setting(figures) -> None:
+    # The house style is applied per figure; the caller's settings are untouched.
+    assert mpl.rcParams["axes.spines.top"] is True
+    assert mpl.rcParams["font.size"] == mpl.rcParamsDefault["font.size"]
