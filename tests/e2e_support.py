@@ -79,6 +79,7 @@ def make_repo(dest: Path, params: dict[str, Any] | None = None) -> Path:
     Returns:
         ``dest``.
     """
+    dest.mkdir(parents=True, exist_ok=True)
     listed = run(PROJECT, "git", "ls-files", "--cached", "--others", "--exclude-standard").stdout.split()
     for rel in listed:
         src = PROJECT / rel
@@ -103,6 +104,12 @@ def commit_all(repo: Path, message: str) -> None:
 def status(repo: Path) -> dict[str, Any]:
     """``dvc status --json``: the stages whose deps, params or outs changed."""
     return json.loads(dvc(repo, "status", "--json").stdout or "{}")
+
+
+def would_run(repo: Path) -> set[str]:
+    """The stages ``dvc repro`` would run now (``dvc repro --dry``), downstream ones included."""
+    out = dvc(repo, "repro", "--dry").stdout
+    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")}
 
 
 def read_json(path: Path) -> Any:

@@ -1,0 +1,114 @@
+"""End to end with real ``dvc`` on the tiny model: training stages, evaluate, plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+from e2e_support import commit_all, dvc, git, read_json, set_params, status, would_run
+
+from pubmedqa_peft import evaluation
+from pubmedqa_peft.config import METHODS
+
+pytestmark = pytest.mark.e2e
+
+ALL_METHODS = {"base", *METHODS, "majority", "tfidf_logreg", "fewshot_k3", "fewshot_k5"}
+PER_METHOD_KEYS = {
+    "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "precision", "recall", "confusion", "roc_auc", "ece",
+    "coverage", "selective_accuracy", "mcnemar_p_vs_base", "latency_s", "throughput_eps", "trainable_params",
+    "total_params", "trainable_pct", "tau_target",
+}  # fmt: skip
+
+
+@pytest.fixture
+def clone(pipeline_repo, tmp_path):
+    """A working copy of the finished pipeline sharing its DVC cache, free to change."""
+    dest = tmp_path / "clone"
+    git(pipeline_repo, "clone", "-q", str(pipeline_repo), str(dest))
+    dvc(dest, "cache", "dir", "--local", str(pipeline_repo / ".dvc" / "cache"))
+    dvc(dest, "checkout")
+    return dest
+
+
+def test_pipeline_writes_every_output(pipeline_repo):
+    for m in METHODS:
+        assert (pipeline_repo / "models" / m / "adapter_model.safetensors").is_file()
+        assert (pipeline_repo / "models" / m / "adapter_config.json").is_file()
+        train = read_json(pipeline_repo / "metrics" / "train" / f"{m}.json")
+        assert train["trainable_params"] > 0 and train["total_params"] > train["trainable_params"]
+        assert (pipeline_repo / "plots" / "train" / m / "metrics" / "train" / "loss.tsv").is_file()
+    doc = read_json(pipeline_repo / "metrics" / "eval.json")
+    assert set(doc["test"]) == ALL_METHODS == set(doc["val"])
+    for m, metrics in doc["test"].items():
+        assert set(metrics) >= PER_METHOD_KEYS, m
+    assert doc["provenance"]["versions"]["transformers"]
+    for png in ("accuracy_macro_f1", "all_methods", "footprint", "loss_curves", "latency", "confusion"):
+        assert (pipeline_repo / "plots" / "figures" / f"{png}.png").stat().st_size > 10_000
+    summary = (pipeline_repo / "reports" / "summary.md").read_text()
+    assert all(m in summary for m in ALL_METHODS)
+    assert "Running stage" not in dvc(pipeline_repo, "repro").stdout
+    assert status(pipeline_repo) == {}
+
+
+def test_metrics_agree_with_the_predictions_files(pipeline_repo):
+    doc = read_json(pipeline_repo / "metrics" / "eval.json")
+    for m, metrics in doc["test"].items():
+        with (pipeline_repo / "plots" / "eval" / "predictions" / f"{m}.csv").open() as fh:
+            rows = list(csv.DictReader(fh))
+        y = [r["label"] for r in rows]
+        p = [float(r["p_yes"]) for r in rows]
+        assert len(rows) == metrics["n"]
+        assert evaluation.accuracy(y, p) == pytest.approx(metrics["accuracy"], abs=1e-9)
+        assert evaluation.macro_f1(y, p) == pytest.approx(metrics["macro_f1"], abs=1e-9)
+        assert evaluation.confusion(y, p) == metrics["confusion"]
+
+
+def test_dvc_metrics_show_lists_every_method(pipeline_repo):
+    shown = json.loads(dvc(pipeline_repo, "metrics", "show", "--json").stdout)
+    data = next(iter(shown.values()))["data"]["metrics/eval.json"]["data"]
+    for m in ALL_METHODS:
+        assert {"accuracy", "macro_f1", "accuracy_ci", "latency_s", "coverage"} <= set(data["test"][m])
+        if m != "base":  # base's own p-value is null, which DVC does not list
+            assert "mcnemar_p_vs_base" in data["test"][m]
+
+
+def test_prefix_param_reruns_only_prefix_and_downstream(clone):
+    # `dvc status` names the stages whose own params changed; their downstream stages
+    # rerun only if the outputs really change (checked by the next test).
+    set_params(clone, {"train_prefix.lr": 0.02})
+    assert set(status(clone)) == would_run(clone) == {"train_prefix"}
+    set_params(clone, {"train_prefix.lr": 0.01, "train_prompt.num_virtual_tokens": 10})
+    assert set(status(clone)) == {"train_prompt"}
+    set_params(clone, {"train_prompt.num_virtual_tokens": 20, "evaluate.tau": 0.9, "plot.dpi": 100})
+    assert set(status(clone)) == {"evaluate", "plot"}
+
+
+def test_a_prefix_change_reruns_prefix_evaluate_and_plot_only(clone):
+    before = read_json(clone / "metrics" / "train" / "prefix.json")
+    set_params(clone, {"train_prefix.num_virtual_tokens": 4})
+    out = dvc(clone, "repro").stdout
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")}
+    assert ran == {"train_prefix", "evaluate", "plot"}
+    after = read_json(clone / "metrics" / "train" / "prefix.json")
+    assert after["trainable_params"] == before["trainable_params"] // 5  # 20 -> 4 virtual tokens
+
+
+def test_evaluate_reports_a_missing_adapter_clearly(clone):
+    shutil.rmtree(clone / "models" / "lora")
+    proc = dvc(clone, "repro", "--single-item", "evaluate", check=False)
+    assert proc.returncode != 0
+    assert "models/lora" in proc.stderr + proc.stdout and "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_plots_show_and_diff_render(clone, tmp_path):
+    out = tmp_path / "show"
+    dvc(clone, "plots", "show", "-o", str(out))
+    assert (out / "index.html").stat().st_size > 1000
+    set_params(clone, {"plot.dpi": 90})
+    dvc(clone, "repro", "plot")
+    commit_all(clone, "dpi 90")
+    diff = tmp_path / "diff"
+    dvc(clone, "plots", "diff", "HEAD~1", "-o", str(diff))
+    assert (diff / "index.html").stat().st_size > 1000
