@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from peft import get_peft_model
@@ -52,6 +52,24 @@ class EncodedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, list[int]]:
         return self.features[i]
+
+
+class StepDVCLiveCallback(DVCLiveCallback):
+    """transformers' DVCLive callback, with curves keyed by the optimizer step.
+
+    The stock callback numbers rows by how often it was called and files the per-step
+    training loss (``loss``) at the top level, next to the run's mean (``train_loss``)
+    under ``train/loss``. Here the x-axis is ``state.global_step``, the per-step loss goes
+    to ``train/loss`` and the run's mean to ``train/mean_loss``.
+    """
+
+    RENAMES: ClassVar[dict[str, str]] = {"train_loss": "train_mean_loss", "loss": "train_loss"}
+
+    def on_log(self, args, state, control, model=None, logs=None, **kwargs):  # noqa: D102
+        if self.live is not None:
+            self.live.step = state.global_step
+        logs = {self.RENAMES.get(k, k): v for k, v in (logs or {}).items()}
+        super().on_log(args, state, control, model=model, logs=logs, **kwargs)
 
 
 def encode_examples(
@@ -203,7 +221,7 @@ def train_method(
         # DVCLive writes into the checkpoint area so that a resumed run continues its
         # curves; the finished curves are copied to the declared output at the end.
         live = Live(dir=str(live_dir), resume=resume is not None, report=None, save_dvc_exp=False, dvcyaml=None)
-        callbacks.append(DVCLiveCallback(live=live))
+        callbacks.append(StepDVCLiveCallback(live=live))
     trainer = Seq2SeqTrainer(
         model=model,
         args=args,

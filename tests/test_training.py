@@ -77,8 +77,13 @@ def test_training_lowers_the_loss_and_saves_a_reloadable_adapter(tmp_path, tiny_
     assert written["final_val_loss"] is not None and written["final_train_loss"] is not None
     assert written["provenance"]["config"][f"train_{method}"]["lr"] == lr
     assert (out / "plots" / "metrics" / "train" / "loss.tsv").is_file()
-    val_curve = (out / "plots" / "metrics" / "eval" / "loss.tsv").read_text().splitlines()
-    assert len(val_curve) == 1 + params.train.epochs  # header + one point per epoch
+    # Curves are keyed by optimizer step: 32 examples / batch 8 = 4 steps per epoch.
+    train_curve = [line.split("\t") for line in (out / "plots/metrics/train/loss.tsv").read_text().splitlines()]
+    assert train_curve[0][:2] == ["step", "loss"]
+    assert [int(r[0]) for r in train_curve[1:]] == list(range(1, 4 * int(params.train.epochs) + 1))
+    val_curve = [line.split("\t") for line in (out / "plots/metrics/eval/loss.tsv").read_text().splitlines()]
+    assert [int(r[0]) for r in val_curve[1:]] == [4 * (e + 1) for e in range(int(params.train.epochs))]
+    assert float(val_curve[-1][1]) == pytest.approx(written["final_val_loss"])
 
     # The adapter reloaded onto a fresh base model gives the logits of the trained model.
     again = modeling.load_adapter_model(str(tiny_t5_dir), out / "adapter", torch.device("cpu"))
