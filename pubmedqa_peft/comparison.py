@@ -23,7 +23,7 @@ import numpy as np
 
 from pubmedqa_peft import baselines, evaluation, files, modeling, paths, scoring
 from pubmedqa_peft.config import METHODS, Params
-from pubmedqa_peft.prompts import LABELS, fit_prompts
+from pubmedqa_peft.prompts import LABELS, fit_prompts_encoded
 from pubmedqa_peft.provenance import provenance
 from pubmedqa_peft.stage import PipelineError
 
@@ -88,18 +88,23 @@ class Comparison:
         self.base = modeling.load_base_model(params.model.name, self.device)
         self.base_total = modeling.count_parameters(self.base)[1]
         log.info("fitting zero-shot prompts for %s", ", ".join(EVAL_SPLITS))
-        self.prompts = {
-            s: fit_prompts(self.tokenizer, splits[s], self.max_len, paths.split_file(s)) for s in EVAL_SPLITS
+        fitted = {
+            s: fit_prompts_encoded(self.tokenizer, splits[s], self.max_len, paths.split_file(s)) for s in EVAL_SPLITS
         }
+        self.prompts = {s: [p.text for p in fitted[s]] for s in EVAL_SPLITS}
+        # Their token ids, computed once while fitting and scored by every model as they are.
+        self.prompt_ids = {s: [p.input_ids for p in fitted[s]] for s in EVAL_SPLITS}
 
-    def _score_model(self, name: str, model: Any, prompts: dict[str, list[str]]) -> MethodResult:
+    def _score_model(
+        self, name: str, model: Any, prompts: dict[str, list[str]], ids: dict[str, list[list[int]]] | None = None
+    ) -> MethodResult:
         ev = self.params.evaluate
         p_yes: dict[str, np.ndarray] = {}
         throughput = 0.0
         for s in EVAL_SPLITS:
             start = time.perf_counter()
             loglik = scoring.score_yes_no(
-                model, self.tokenizer, prompts[s], ev.batch_size, self.max_len, desc=f"{name} {s}"
+                model, self.tokenizer, ids[s] if ids else prompts[s], ev.batch_size, self.max_len, desc=f"{name} {s}"
             )
             if s == "test":
                 throughput = len(prompts[s]) / (time.perf_counter() - start)
@@ -112,12 +117,12 @@ class Comparison:
 
     def base_model(self) -> MethodResult:
         """The frozen base model, zero-shot, with the same prompt as the adapters."""
-        return self._score_model("base", self.base, self.prompts)
+        return self._score_model("base", self.base, self.prompts, self.prompt_ids)
 
     def adapter(self, method: str) -> MethodResult:
         """A trained PEFT adapter on a fresh copy of the base model."""
         model = modeling.load_adapter_model(self.params.model.name, paths.adapter_dir(method), self.device)
-        result = self._score_model(method, model, self.prompts)
+        result = self._score_model(method, model, self.prompts, self.prompt_ids)
         train_metrics = paths.train_metrics_file(method)
         if not train_metrics.exists():
             raise PipelineError(f"{train_metrics} not found: run `dvc repro train_{method}` first")

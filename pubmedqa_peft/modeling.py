@@ -333,6 +333,11 @@ def load_base_model(name: str, device: torch.device, dtype: torch.dtype | None =
         raise _load_error("weights", name, err) from None
     model.to(device)
     model.eval()
+    from pubmedqa_peft import fastpath
+
+    applied = fastpath.enable(model)
+    if applied:
+        log.info("fast paths (same results up to float rounding): %s", "; ".join(applied))
     lm_head = model.get_output_embeddings()
     if lm_head is not None and lm_head.weight is not model.get_input_embeddings().weight:
         # transformers 5 warns about this for every T5 v1.1 checkpoint (flan-t5 included).

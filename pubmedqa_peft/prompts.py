@@ -8,7 +8,7 @@ and the instruction are kept whole.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from pubmedqa_peft.stage import PipelineError
 
@@ -18,6 +18,14 @@ LABELS = ("no", "yes")
 
 class PromptTooLongError(PipelineError, ValueError):
     """A record cannot fit ``model.max_source_length`` even with its context cut to nothing."""
+
+
+class FittedPrompt(NamedTuple):
+    """A prompt that fits the token budget, with the token ids fitting it already computed."""
+
+    text: str
+    input_ids: list[int]
+    """``tokenizer(text).input_ids`` (special tokens included), so nobody tokenizes it again."""
 
 
 def format_prompt(question: str, context: str) -> str:
@@ -66,12 +74,12 @@ def format_fewshot_prompt(exemplars: Sequence[dict[str, Any]], question: str, co
     return "\n\n".join([*shots, format_prompt(question, context)])
 
 
-def _fit(tokenizer: Any, build: Any, context: str, max_length: int, what: str) -> str:
+def _fit(tokenizer: Any, build: Any, context: str, max_length: int, what: str) -> FittedPrompt:
     """Shorten ``context`` token-wise until ``build(context)`` encodes to ``max_length`` tokens."""
     text = build(context)
-    n = len(tokenizer(text).input_ids)
-    if n <= max_length:
-        return text
+    ids = tokenizer(text).input_ids
+    if len(ids) <= max_length:
+        return FittedPrompt(text, ids)
     overhead = len(tokenizer(build("")).input_ids)
     budget = max_length - overhead
     if budget <= 0:
@@ -84,11 +92,12 @@ def _fit(tokenizer: Any, build: Any, context: str, max_length: int, what: str) -
     # and trim a little more until it fits.
     while budget > 0:
         text = build(tokenizer.decode(ctx_ids[:budget], skip_special_tokens=True))
-        n = len(tokenizer(text).input_ids)
-        if n <= max_length:
-            return text
-        budget -= max(1, n - max_length)
-    return build("")
+        ids = tokenizer(text).input_ids
+        if len(ids) <= max_length:
+            return FittedPrompt(text, ids)
+        budget -= max(1, len(ids) - max_length)
+    text = build("")
+    return FittedPrompt(text, tokenizer(text).input_ids)
 
 
 def fit_prompt(tokenizer: Any, question: str, context: str, max_length: int, record_id: str = "?") -> str:
@@ -103,6 +112,27 @@ def fit_prompt(tokenizer: Any, question: str, context: str, max_length: int, rec
 
     Returns:
         Prompt text that encodes to at most ``max_length`` tokens.
+
+    Raises:
+        ValueError: If the question and instruction alone exceed the budget.
+    """
+    return fit_prompt_encoded(tokenizer, question, context, max_length, record_id).text
+
+
+def fit_prompt_encoded(
+    tokenizer: Any, question: str, context: str, max_length: int, record_id: str = "?"
+) -> FittedPrompt:
+    """:func:`fit_prompt`, also returning the token ids computed while fitting.
+
+    Args:
+        tokenizer: A Hugging Face tokenizer.
+        question: The question, never truncated.
+        context: The context, truncated at the end if needed.
+        max_length: Token budget including special tokens.
+        record_id: Used in the error message.
+
+    Returns:
+        The prompt text and its ``tokenizer(text).input_ids`` (at most ``max_length``).
 
     Raises:
         ValueError: If the question and instruction alone exceed the budget.
@@ -125,7 +155,27 @@ def fit_prompts(tokenizer: Any, rows: Sequence[dict[str, Any]], max_length: int,
     Raises:
         PromptTooLongError: If a record's question and instruction alone exceed the budget.
     """
+    return [p.text for p in fit_prompts_encoded(tokenizer, rows, max_length, source)]
+
+
+def fit_prompts_encoded(
+    tokenizer: Any, rows: Sequence[dict[str, Any]], max_length: int, source: object
+) -> list[FittedPrompt]:
+    """:func:`fit_prompts`, also returning each prompt's token ids, so they are tokenized only once.
+
+    Args:
+        tokenizer: A Hugging Face tokenizer.
+        rows: Records with ``id``, ``question`` and ``context``.
+        max_length: Token budget including special tokens (``model.max_source_length``).
+        source: The file the records came from, named in the error.
+
+    Returns:
+        One :class:`FittedPrompt` per record, in order.
+
+    Raises:
+        PromptTooLongError: If a record's question and instruction alone exceed the budget.
+    """
     try:
-        return [fit_prompt(tokenizer, r["question"], r["context"], max_length, r["id"]) for r in rows]
+        return [fit_prompt_encoded(tokenizer, r["question"], r["context"], max_length, r["id"]) for r in rows]
     except ValueError as err:
         raise PromptTooLongError(f"{source}: {err}; raise model.max_source_length") from None

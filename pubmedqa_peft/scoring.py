@@ -8,23 +8,31 @@ and ``no`` may differ in length. Sums are not length-normalised (the harness's
 ``acc``), so with a tokenizer where the answers differ in length the shorter one has
 an edge; on T5's tokenizer both are one word piece plus ``</s>``.
 
-Cost per batch of ``b`` prompts, instead of ``generate()``'s step-by-step decoding:
+Cost per batch of ``b`` prompts, instead of ``generate()``'s step-by-step decoding
+(measured in ``benchmarks/speed.py``):
 
 1. ONE forward of the whole model over the ``b`` prompts with only the decoder-start
    token. It encodes every prompt once (through any PEFT wrapper, so a soft prompt is
-   prepended as in training) and gives the distribution of every answer's first token.
-2. ONE decoder pass over ``2b`` rows: both candidates of every prompt stacked, the
-   encoder states repeated as ``encoder_outputs`` so the encoder is not run again.
-   For plain, LoRA and prompt-tuning models the decoder cache of step 1 is repeated
-   too, so the cross-attention keys/values of the prompt are projected once per
-   prompt, not once per candidate, and the candidates only feed their remaining
-   tokens. Prefix tuning replaces the decoder cache with its own prefixes, so there
-   step 2 feeds the candidates' full targets instead (still without re-encoding).
+   prepended as in training), projects the encoder states into every decoder layer's
+   cross-attention keys/values (kept in the decoder cache) and gives the distribution
+   of every answer's first token.
+2. The candidates' remaining tokens, on top of step 1's cache: the encoder is not run
+   again and the cross-attention keys/values are not projected again. Large batches
+   take ONE decoder pass per candidate over the ``b`` rows, cutting the cache back to
+   the start token after each, so nothing of size ``prompt length`` is copied. Small
+   batches (batch-1 latency) take ONE pass over ``b x candidates`` rows with the cache
+   repeated, because there the copy moves less memory than reading the decoder's
+   weights once more per candidate (:func:`_one_pass_is_cheaper`).
 
-``reuse_encoder=False`` is the generic fallback for a wrapper that accepts neither
-``encoder_outputs`` nor a cache: it duplicates every prompt's row and lets the model
-encode it once per candidate. All ways give the same numbers as a naive loop over
-examples and candidates (tested).
+Prefix tuning replaces the decoder cache with its own prefixes, so there step 1 runs
+only the encoder (the prefixes do not touch it) and each candidate's pass feeds its
+full target. ``reuse_encoder=False`` is the generic fallback for a wrapper that accepts
+neither ``encoder_outputs`` nor a cache: the model encodes the prompt once per
+candidate. All ways give the same numbers as a naive loop over examples and candidates
+(tested in ``tests/test_scoring.py`` and ``tests/test_speed_equivalence.py``).
+
+Prompts are sorted by token length so that each batch is padded only to its own
+longest prompt (dynamic padding); results come back in input order.
 """
 
 from __future__ import annotations
@@ -79,23 +87,7 @@ def answer_token_ids(tokenizer: Any) -> list[list[int]]:
     return targets
 
 
-def _candidates(targets: list[list[int]], pad_id: int, start_id: int) -> tuple[torch.Tensor, ...]:
-    """Right-padded labels, decoder inputs (labels shifted right) and mask of the candidates."""
-    width = max(len(t) for t in targets)
-    labels = torch.full((len(targets), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(targets), width), dtype=torch.bool)
-    for i, ids in enumerate(targets):
-        labels[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        mask[i, : len(ids)] = True
-    decoder_in = torch.full_like(labels, pad_id)
-    decoder_in[:, 0] = start_id
-    decoder_in[:, 1:] = labels[:, :-1]
-    # Padding sits after each target and the decoder is causal, so a shorter
-    # candidate's scores never see the padding that follows it.
-    return labels, decoder_in, mask
-
-
-def _pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -106,80 +98,163 @@ def _pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 
 
 def _strategy(model: Any, reuse_encoder: bool) -> str:
-    """How to share work between the two candidates of a prompt (see the module docstring)."""
+    """How to share work between the candidates of a prompt (see the module docstring)."""
     if not reuse_encoder:
         return "duplicate"
     config = getattr(model, "active_peft_config", None)
     if config is None or not getattr(config, "is_prompt_learning", False):
         return "cache"  # plain or LoRA: the forward takes our own cache
-    if getattr(config, "peft_type", None) == "PROMPT_TUNING":  # PeftType is a str enum
+    peft_type = getattr(config, "peft_type", None)  # PeftType is a str enum
+    if peft_type in ("PROMPT_TUNING", "P_TUNING"):
         return "cache"  # the soft prompt only changes the encoder input
-    return "encoder"  # prefix tuning & co. replace past_key_values with their own prefixes
+    if peft_type == "PREFIX_TUNING":
+        return "prefix"  # prefixes replace past_key_values but leave the encoder alone
+    return "encoder"  # other prompt learning: unknown effect on the encoder, so run it through the wrapper
 
 
-def _gather(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Log-probability of each label token, 0 where ``mask`` is False."""
+def _logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed log-probability of ``labels`` (``(t,)``, the same for every row) under ``logits`` ``(b, t, V)``."""
     logprobs = torch.log_softmax(logits.float(), dim=-1)
-    picked = logprobs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-    return picked.masked_fill(~mask, 0.0)
+    index = labels.view(1, -1, 1).expand(logits.shape[0], -1, 1)
+    return logprobs.gather(-1, index).squeeze(-1).sum(dim=-1)
 
 
 def _score_batch(
     model: Any,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
-    cand: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    targets: Sequence[torch.Tensor],
+    start_id: int,
     strategy: str,
 ) -> torch.Tensor:
     """Summed log-likelihood of each candidate for each prompt: shape (prompts, candidates)."""
-    labels, decoder_in, cand_mask = cand
-    b, k = input_ids.shape[0], labels.shape[0]
-    # Decoder rows are (prompt 0: cand 0, cand 1, prompt 1: cand 0, ...).
-    rows = {
-        "input_ids": input_ids.repeat_interleave(k, dim=0),
-        "attention_mask": attention_mask.repeat_interleave(k, dim=0),
-    }
-    row_labels, row_mask = labels.repeat(b, 1), cand_mask.repeat(b, 1)
-    if strategy == "duplicate":
-        out = model(**rows, decoder_input_ids=decoder_in.repeat(b, 1), use_cache=False)
-        return _gather(out.logits, row_labels, row_mask).sum(dim=-1).view(b, k)
+    b = input_ids.shape[0]
+    start = torch.full((b, 1), start_id, dtype=torch.long, device=input_ids.device)
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
 
-    # One pass of the whole model with only the decoder-start token: it encodes the
-    # prompts once (through any PEFT wrapper) and predicts every answer's first token.
-    start = decoder_in[:1, :1].expand(b, 1)
-    first = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        decoder_input_ids=start,
-        use_cache=strategy == "cache",
-    )
-    hidden = BaseModelOutput(last_hidden_state=first.encoder_last_hidden_state.repeat_interleave(k, dim=0))
-    cache = first.past_key_values if strategy == "cache" else None
-    if cache is not None and hasattr(cache, "batch_repeat_interleave"):
-        # Reuse that pass's decoder cache, whose cross-attention keys/values already
-        # hold the projected encoder states: the candidates only add their own tokens.
-        head = torch.log_softmax(first.logits[:, 0].float(), dim=-1)[:, labels[:, 0]]  # (b, k)
-        total = head.masked_fill(~cand_mask[:, 0], 0.0).reshape(-1)
-        if labels.shape[1] > 1:
-            cache.batch_repeat_interleave(k)
+    def full_target(t: torch.Tensor) -> torch.Tensor:
+        # Teacher forcing: the decoder reads the start token and all but the last target token.
+        return torch.cat([start, t[:-1].expand(b, -1)], dim=1)
+
+    if strategy == "duplicate":
+        return torch.stack(
+            [_logprobs(model(**inputs, decoder_input_ids=full_target(t), use_cache=False).logits, t) for t in targets],
+            dim=1,
+        )
+
+    if strategy == "prefix":
+        encoder = model.get_base_model().get_encoder()
+        hidden = BaseModelOutput(last_hidden_state=encoder(**inputs).last_hidden_state)
+        first = None
+    else:
+        first = model(**inputs, decoder_input_ids=start, use_cache=strategy == "cache")
+        hidden = BaseModelOutput(last_hidden_state=first.encoder_last_hidden_state)
+    cache = first.past_key_values if first is not None and strategy == "cache" else None
+    if cache is None or not hasattr(cache, "crop"):
+        # No usable cache (prefix tuning, or a model that returns none): feed each full target.
+        scores = []
+        for t in targets:
+            out = model(**inputs, encoder_outputs=hidden, decoder_input_ids=full_target(t), use_cache=False)
+            scores.append(_logprobs(out.logits, t))
+        return torch.stack(scores, dim=1)
+
+    # Step 1 predicted every candidate's first token; its cache holds the start token and
+    # the cross-attention keys/values of the prompts, shared by all candidates.
+    head = torch.log_softmax(first.logits[:, 0].float(), dim=-1)
+    scores = torch.stack([head[:, t[0]] for t in targets], dim=1)
+    if max(len(t) for t in targets) == 1:
+        return scores
+    source_len = hidden.last_hidden_state.shape[1]
+    if hasattr(cache, "batch_repeat_interleave") and _one_pass_is_cheaper(model.config, b, source_len, len(targets)):
+        return scores + _rest_in_one_pass(model, inputs, hidden, cache, targets)
+    for j, t in enumerate(targets):
+        if len(t) > 1:
             out = model(
-                **rows,
+                **inputs,
                 encoder_outputs=hidden,
-                decoder_input_ids=decoder_in[:, 1:].repeat(b, 1),
+                decoder_input_ids=t[:-1].expand(b, -1),
                 past_key_values=cache,
                 use_cache=True,
             )
-            total = total + _gather(out.logits, row_labels[:, 1:], row_mask[:, 1:]).sum(dim=-1)
-        return total.view(b, k)
-    # No usable cache (prefix tuning, or a model that returns none): feed the full targets.
-    out = model(**rows, encoder_outputs=hidden, decoder_input_ids=decoder_in.repeat(b, 1), use_cache=False)
-    return _gather(out.logits, row_labels, row_mask).sum(dim=-1).view(b, k)
+            scores[:, j] += _logprobs(out.logits, t[1:])
+            cache.crop(-(len(t) - 1))  # back to the start token only, for the next candidate
+    return scores
+
+
+def _one_pass_is_cheaper(config: Any, rows: int, source_len: int, candidates: int) -> bool:
+    """Whether to feed all candidates in one decoder pass (cache repeated) rather than one pass each.
+
+    Both are memory-bound at these sizes (a few tokens per row), so compare the floats
+    moved: repeating the cache copies every decoder layer's cross-attention keys and
+    values once more per extra candidate; a pass per candidate reads the decoder's and
+    the output head's weights once more instead. Small batches (batch-1 latency) take
+    the first way, large ones the second. Configs without T5's sizes take the second.
+    """
+    names = ("num_decoder_layers", "num_heads", "d_kv", "d_model", "d_ff", "vocab_size")
+    if candidates < 2 or not all(isinstance(getattr(config, n, None), int) for n in names):
+        return False
+    inner = config.num_heads * config.d_kv
+    copied = rows * source_len * 2 * config.num_decoder_layers * inner
+    # Per decoder layer: self-attention q, k, v, o; cross-attention q, o; the (gated) feed-forward.
+    layer = 6 * config.d_model * inner + 3 * config.d_model * config.d_ff
+    reread = config.vocab_size * config.d_model + config.num_decoder_layers * layer
+    return copied < reread
+
+
+def _rest_in_one_pass(
+    model: Any, inputs: dict[str, torch.Tensor], hidden: BaseModelOutput, cache: Any, targets: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """Log-likelihood of every candidate's tokens after the first, all candidates in one pass."""
+    b, k = inputs["input_ids"].shape[0], len(targets)
+    width = max(len(t) for t in targets) - 1
+    device = inputs["input_ids"].device
+    # Right-padded; the decoder is causal, so a shorter candidate never sees the padding after it.
+    feed = torch.zeros((k, width), dtype=torch.long, device=device)
+    labels = torch.zeros((k, width), dtype=torch.long, device=device)
+    keep = torch.zeros((k, width), dtype=torch.bool, device=device)
+    for j, t in enumerate(targets):
+        n = len(t) - 1
+        feed[j, :n], labels[j, :n], keep[j, :n] = t[:-1], t[1:], True
+    # Rows: prompt 0 with candidate 0, 1, ..., prompt 1 with candidate 0, ...
+    cache.batch_repeat_interleave(k)
+    out = model(
+        **{name: x.repeat_interleave(k, dim=0) for name, x in inputs.items()},
+        encoder_outputs=BaseModelOutput(last_hidden_state=hidden.last_hidden_state.repeat_interleave(k, dim=0)),
+        decoder_input_ids=feed.repeat(b, 1),
+        past_key_values=cache,
+        use_cache=True,
+    )
+    logprobs = torch.log_softmax(out.logits.float(), dim=-1)
+    picked = logprobs.gather(-1, labels.repeat(b, 1).unsqueeze(-1)).squeeze(-1)
+    return picked.masked_fill(~keep.repeat(b, 1), 0.0).sum(dim=-1).view(b, k)
+
+
+def encode_prompts(tokenizer: Any, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
+    """Token ids of prompts given as texts, or the ids themselves if already tokenized.
+
+    Args:
+        tokenizer: The model's tokenizer.
+        prompts: All texts, or all token-id sequences (e.g.
+            :attr:`~pubmedqa_peft.prompts.FittedPrompt.input_ids`), which are not tokenized again.
+
+    Returns:
+        One list of ids per prompt.
+
+    Raises:
+        TypeError: If texts and id sequences are mixed.
+    """
+    texts = [isinstance(p, str) for p in prompts]
+    if all(texts):
+        return [list(ids) for ids in tokenizer(list(prompts)).input_ids] if prompts else []
+    if any(texts):
+        raise TypeError("prompts must be all texts or all token-id sequences, not a mix")
+    return [list(p) for p in prompts]
 
 
 def score_yes_no(
     model: Any,
     tokenizer: Any,
-    prompts: Sequence[str],
+    prompts: Sequence[str] | Sequence[Sequence[int]],
     batch_size: int,
     max_length: int,
     *,
@@ -189,21 +264,23 @@ def score_yes_no(
 ) -> np.ndarray:
     """Log-likelihood of each answer for each prompt.
 
-    Prompts are tokenized once, sorted by length so that each batch is padded only to
-    its own longest prompt, scored, and returned in the original order. The numbers do
-    not depend on ``batch_size`` (up to float rounding, ~1e-6).
+    Prompts are tokenized once (or not at all if given as ids), sorted by length so
+    that each batch is padded only to its own longest prompt, scored, and returned in
+    the original order. The numbers do not depend on ``batch_size`` or on padding (up
+    to float rounding, ~1e-6).
 
     Args:
         model: A seq2seq LM (``T5ForConditionalGeneration``) or a PEFT model wrapping one
             (LoRA, prompt tuning, prefix tuning); put in eval mode here.
         tokenizer: Its tokenizer.
         prompts: Prompt texts, already fitted to ``max_length`` (see
-            :func:`~pubmedqa_peft.prompts.fit_prompt`).
-        batch_size: Prompts per batch (the decoder sees twice as many rows).
+            :func:`~pubmedqa_peft.prompts.fit_prompt`), or their token ids (see
+            :func:`~pubmedqa_peft.prompts.fit_prompts_encoded`) to skip tokenizing again.
+        batch_size: Prompts per batch.
         max_length: Token budget of a prompt; longer prompts are refused rather than
             silently cut, because cutting would drop the trailing instruction.
         reuse_encoder: Encode each prompt once and share its encoder states (and, where
-            the model allows, its decoder cache) between both answers (default);
+            the model allows, its decoder cache) between the answers (default);
             ``False`` encodes the prompt once per answer, for wrappers that accept
             neither ``encoder_outputs`` nor a cache.
         progress: Show a tqdm bar over batches.
@@ -215,6 +292,7 @@ def score_yes_no(
 
     Raises:
         ValueError: If ``batch_size`` < 1 or a prompt is longer than ``max_length`` tokens.
+        TypeError: If ``prompts`` mixes texts and token ids.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -224,7 +302,7 @@ def score_yes_no(
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         raise ValueError("the tokenizer has no pad token")
-    encoded = tokenizer(list(prompts)).input_ids
+    encoded = encode_prompts(tokenizer, prompts)
     lengths = np.array([len(ids) for ids in encoded])
     too_long = np.flatnonzero(lengths > max_length)
     if too_long.size:
@@ -234,7 +312,8 @@ def score_yes_no(
             f"e.g. prompt {i} has {lengths[i]}; fit prompts with prompts.fit_prompt first"
         )
     device = _device(model)
-    cand = tuple(t.to(device) for t in _candidates(answer_token_ids(tokenizer), pad_id, _decoder_start_id(model)))
+    targets = [torch.tensor(t, dtype=torch.long, device=device) for t in answer_token_ids(tokenizer)]
+    start_id = _decoder_start_id(model)
     # Longest first: the biggest batch runs first, so running out of memory shows at once.
     order = np.argsort(-lengths, kind="stable")
     out = np.empty((n, len(LABELS)), dtype=np.float64)
@@ -246,7 +325,7 @@ def score_yes_no(
         for s in tqdm(starts, desc=desc, disable=not progress, unit="batch"):
             idx = order[s : s + batch_size]
             ids, mask = _pad([encoded[i] for i in idx], pad_id)
-            scores = _score_batch(model, ids.to(device), mask.to(device), cand, strategy)
+            scores = _score_batch(model, ids.to(device), mask.to(device), targets, start_id, strategy)
             out[idx] = scores.double().cpu().numpy()
     return out
 

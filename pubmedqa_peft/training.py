@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import resource
 import shutil
 import sys
@@ -32,7 +33,7 @@ from transformers.integrations import DVCLiveCallback
 from pubmedqa_peft import files, modeling, paths
 from pubmedqa_peft.config import METHODS, Params
 from pubmedqa_peft.methods import peft_config
-from pubmedqa_peft.prompts import LABELS, fit_prompts, verbalize
+from pubmedqa_peft.prompts import LABELS, fit_prompts_encoded, verbalize
 from pubmedqa_peft.provenance import provenance
 from pubmedqa_peft.stage import PipelineError
 
@@ -87,8 +88,8 @@ def encode_examples(
         A dataset of ``{"input_ids", "labels"}`` lists, unpadded (the collator pads
         each batch to its own longest example).
     """
-    prompts = fit_prompts(tokenizer, rows, max_length, source)
-    inputs = tokenizer(prompts).input_ids
+    # The ids computed while fitting each prompt are its inputs: no second tokenization.
+    inputs = [p.input_ids for p in fit_prompts_encoded(tokenizer, rows, max_length, source)]
     targets = {label: tokenizer(text_target=verbalize(label)).input_ids for label in LABELS}
     return EncodedDataset(
         [{"input_ids": ids, "labels": targets[row["label"]]} for ids, row in zip(inputs, rows, strict=True)]
@@ -106,14 +107,20 @@ def _fingerprint(method: str, params: Params, data_files: Sequence[Path]) -> str
     return h.hexdigest()
 
 
-def _resume_checkpoint(ckpt_dir: Path, fingerprint: str) -> str | None:
-    """The last checkpoint of an interrupted identical run, or None (stale ones are removed)."""
+def _resume_checkpoint(ckpt_dir: Path, fingerprint: str, tidy: bool = True) -> str | None:
+    """The last checkpoint of an interrupted identical run, or None (stale ones are removed).
+
+    With ``tidy=False`` (the other processes of a multi-GPU run) it only reads, after the
+    main process has tidied, and so reaches the same answer without touching the directory.
+    """
     marker = ckpt_dir / FINGERPRINT_FILE
-    if ckpt_dir.exists():
+    if ckpt_dir.exists() or not tidy:
         same = marker.exists() and json.loads(marker.read_text()).get("fingerprint") == fingerprint
         checkpoints = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
         if same and checkpoints:
             return str(checkpoints[-1])
+        if not tidy:
+            return None
         log.info("removing stale checkpoints in %s (params or data changed)", ckpt_dir)
         shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -179,15 +186,16 @@ def train_method(
     train_ds = encode_examples(tokenizer, train_rows, params.model.max_source_length, paths.split_file("train"))
     val_ds = encode_examples(tokenizer, val_rows, params.model.max_source_length, paths.split_file("val"))
 
+    # T5's loss is a per-batch mean that ignores the Trainer's token count, but its forward
+    # takes **kwargs, so the Trainer would assume otherwise and multiply the loss by the
+    # number of processes (multi-GPU) and skip the division by gradient_accumulation_steps.
+    base.accepts_loss_kwargs = False
     # Seed before wrapping: PEFT initialises the new weights (LoRA A, prefixes) randomly.
     set_seed(params.train.seed)
     model = get_peft_model(base, peft_config(method, params, base.config, params.model.name))
     trainable, total = modeling.count_parameters(model)
     log.info("%s: %d trainable of %d parameters (%.4f%%)", method, trainable, total, 100 * trainable / total)
 
-    resume = _resume_checkpoint(checkpoints, fingerprint)
-    if resume:
-        log.info("resuming from %s", resume)
     t = params.train
     args = Seq2SeqTrainingArguments(
         output_dir=str(checkpoints),
@@ -213,9 +221,18 @@ def train_method(
         predict_with_generate=False,
         disable_tqdm=False,
     )
+    # Under `accelerate launch` (one process per GPU) the machine's main process tidies the
+    # checkpoint directory first; the others then read the same state and resume alike.
+    with args.main_process_first(desc="checkpoint check"):
+        resume = _resume_checkpoint(checkpoints, fingerprint, tidy=args.local_process_index == 0)
+    if resume:
+        log.info("resuming from %s", resume)
+    # Only the main process writes outputs (curves, adapter, metrics); this is what
+    # trainer.is_world_process_zero() tests, known before the Trainer exists.
+    is_main = args.process_index == 0
     callbacks = list(callbacks)
     live_dir = checkpoints / "dvclive"
-    if plots_out is not None:
+    if plots_out is not None and is_main:
         from dvclive import Live
 
         # DVCLive writes into the checkpoint area so that a resumed run continues its
@@ -236,9 +253,10 @@ def train_method(
     wall = time.perf_counter() - start
     final_train, final_val = _final_losses(trainer.state.log_history)
 
-    log.info("saving adapter to %s", adapter_out)
-    with files.atomic_path(adapter_out) as tmp:
-        model.save_pretrained(str(tmp), safe_serialization=True)
+    if is_main:
+        log.info("saving adapter to %s", adapter_out)
+        with files.atomic_path(adapter_out) as tmp:
+            model.save_pretrained(str(tmp), safe_serialization=True)
     n_tokens = sum(len(f["input_ids"]) + len(f["labels"]) for f in train_ds.features)
     metrics = {
         "method": method,
@@ -259,10 +277,14 @@ def train_method(
         "device": device.type,
         "provenance": provenance(model=params.model, train=params.train, **{f"train_{method}": params.method(method)}),
     }
-    files.write_json(metrics_out, metrics)
-    if plots_out is not None:
-        with files.atomic_path(plots_out) as tmp:
-            shutil.copytree(live_dir / "plots", tmp)
+    if is_main:
+        files.write_json(metrics_out, metrics)
+        if plots_out is not None:
+            with files.atomic_path(plots_out) as tmp:
+                shutil.copytree(live_dir / "plots", tmp)
+    # The other processes wait until the curves are copied out of the checkpoint area,
+    # which the caller removes next.
+    trainer.accelerator.wait_for_everyone()
     return metrics
 
 
@@ -293,6 +315,8 @@ def run_training_stage(method: str, params: Params) -> dict[str, Any]:
         checkpoints=ckpt,
         fingerprint=_fingerprint(method, params, split_files),
     )
-    # The run finished, so its checkpoints can no longer be needed for a resume.
-    shutil.rmtree(ckpt, ignore_errors=True)
+    # The run finished, so its checkpoints can no longer be needed for a resume. Under
+    # `accelerate launch` only the machine's main process (LOCAL_RANK 0) removes them.
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        shutil.rmtree(ckpt, ignore_errors=True)
     return metrics

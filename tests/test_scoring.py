@@ -216,8 +216,10 @@ def test_adapters_loaded_by_the_stage_loader_score_like_a_naive_loop(stage_model
     assert np.abs(got - plain).max() > 1e-3
 
 
+@pytest.mark.parametrize("one_pass", [False, True])
 @pytest.mark.parametrize("method", [None, "lora", "prompt", "prefix"])
-def test_one_encoder_pass_per_batch_and_no_generate(model, tokenizer, method, monkeypatch):
+def test_one_encoder_pass_per_batch_and_no_generate(model, tokenizer, method, one_pass, monkeypatch):
+    monkeypatch.setattr(scoring, "_one_pass_is_cheaper", lambda *args: one_pass)
     wrapped = model if method is None else _peft(model, method)
     base = wrapped if method is None else wrapped.get_base_model()
     calls = {"encoder": 0, "decoder": []}
@@ -243,12 +245,19 @@ def test_one_encoder_pass_per_batch_and_no_generate(model, tokenizer, method, mo
         for h in hooks:
             h.remove()
     assert calls["encoder"] == 3  # ceil(10 / 4) batches, one encoder pass each
-    # Per batch (4, 4, 2 prompts): one decoder step for the start token, then one pass
-    # over both candidates of every prompt. "yes</s>" is 4 tokens here; with the cache of
-    # the first step only the 3 after the first are fed. Prefix tuning brings its own
-    # cache, so it feeds all 4.
-    rest = 4 if method == "prefix" else 3
-    assert calls["decoder"] == [(4, 1), (8, rest), (4, 1), (8, rest), (2, 1), (4, rest)]
+    # Per batch (4, 4, 2 prompts): one decoder step for the start token, then the rest of
+    # the candidates: "no</s>" is 3 tokens and "yes</s>" 4 here, and with the cache of the
+    # first step only the tokens after the first are fed, either one pass per candidate
+    # over the batch's rows or one pass over both candidates of every prompt (rows
+    # repeated, padded to the longer candidate). Prefix tuning brings its own cache, so
+    # the first step runs only the encoder and each candidate feeds its full target.
+    if method == "prefix":
+        expected = [(b, n) for b in (4, 4, 2) for n in (3, 4)]
+    elif one_pass:
+        expected = [shape for b in (4, 4, 2) for shape in ((b, 1), (2 * b, 3))]
+    else:
+        expected = [(b, n) for b in (4, 4, 2) for n in (1, 2, 3)]
+    assert calls["decoder"] == expected
 
 
 def test_too_long_prompt_is_refused_not_truncated(model, tokenizer):
