@@ -409,7 +409,7 @@ def representative_rows(tokenizer: Any, timed: int) -> list[dict[str, Any]]:
 
 def _child_train(spec: dict[str, Any]) -> dict[str, Any]:
     """Train one method on representative batches: ours, then everything padded to 512 on the stock model."""
-    from transformers import DataCollatorForSeq2Seq, TrainerCallback
+    from transformers import DataCollatorForSeq2Seq, TrainerCallback, trainer_pt_utils
 
     from pubmedqa_peft import fastpath, training
 
@@ -441,6 +441,13 @@ def _child_train(spec: dict[str, Any]) -> dict[str, Any]:
                 control.should_training_stop = True
 
     training.DataCollatorForSeq2Seq = Recording
+    # On a real epoch the sampler sorts megabatches of up to 50 batches; on these few
+    # batches its default would shrink to one batch per megabatch (random batches), so
+    # group the whole sample as one megabatch, which gives back the chosen batches.
+    grouped = trainer_pt_utils.get_length_grouped_indices
+    trainer_pt_utils.get_length_grouped_indices = lambda lengths, batch_size, mega_batch_mult=None, generator=None: (
+        grouped(lengths, batch_size, mega_batch_mult=-(-len(lengths) // batch_size), generator=generator)
+    )
     stock_enable = fastpath.enable
     tokenizer = modeling.load_tokenizer(spec["model"])
     rows = representative_rows(tokenizer, spec["timed_steps"])
