@@ -107,8 +107,27 @@ def test_the_loader_switches_the_fast_paths_on(fast, stock):
     assert ffn and all(isinstance(m.act, GELUTanh) for m in ffn)
     cross = [layer.layer[1].EncDecAttention for layer in fast.decoder.block]
     assert all(a.forward.__func__ is fastpath.absorbed_cross_attention for a in cross)
+    norms = [m for m in fast.modules() if type(m).__name__ == "T5LayerNorm"]
+    assert norms and all(m.forward.__func__ is fastpath.fused_rms_norm for m in norms)
     # Idempotent on a model already switched.
     assert fastpath.enable(copy.deepcopy(stock))
+
+
+def test_fused_rms_norm_equals_t5_layer_norm_with_gradients(stock):
+    norm = copy.deepcopy(stock.encoder.final_layer_norm)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = (torch.randn(3, 7, norm.weight.shape[0]) * 4).requires_grad_()
+    want = norm(x)
+    (want_grad_x, want_grad_w) = torch.autograd.grad(want.square().sum(), (x, norm.weight))
+    got = fastpath.fused_rms_norm(norm, x)
+    (grad_x, grad_w) = torch.autograd.grad(got.square().sum(), (x, norm.weight))
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grad_x, want_grad_x, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad_w, want_grad_w, rtol=1e-5, atol=1e-5)
+    # Half-precision weights take T5's own forward (it casts between the steps).
+    half = copy.deepcopy(norm).to(torch.bfloat16)
+    assert torch.equal(fastpath.fused_rms_norm(half, x.detach()), half(x.detach()))
 
 
 def test_shared_mask_is_bit_identical_to_transformers_sdpa(tiny_t5_dir, tokenizer, prompts, stock):
