@@ -106,6 +106,16 @@ def load_average() -> list[float]:
 
 
 def peak_rss_mb() -> float:
+    """Peak resident memory of this process since it started (its own program, not its parent's).
+
+    Linux's ``VmHWM`` belongs to the address space, which ``exec`` replaces; ``ru_maxrss``
+    would also count the benchmark's own memory, inherited through ``fork``.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        match = re.search(r"^VmHWM:\s+(\d+) kB", status.read_text(), re.MULTILINE)
+        if match:
+            return int(match.group(1)) / 2**10
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
@@ -402,7 +412,8 @@ def representative_rows(tokenizer: Any, timed: int) -> list[dict[str, Any]]:
     batches at evenly spaced length quantiles, so a few steps see its lengths and padding.
     """
     records, batches = full_epoch_batches(tokenizer)
-    by_length = sorted(batches, key=lambda b: max(records[i]["_tokens"] for i in b))
+    full = [b for b in batches if len(b) == TRAIN_BATCH]  # not the epoch's last, partial batch
+    by_length = sorted(full, key=lambda b: max(records[i]["_tokens"] for i in b))
     picks = [by_length[-1]] + [by_length[int(q)] for q in np.linspace(0, len(by_length) - 2, timed)]
     return [{k: v for k, v in records[i].items() if k != "_tokens"} for b in picks for i in b]
 
@@ -587,6 +598,41 @@ def dvc_section(tiny_dir: Path, workdir: Path) -> dict[str, Any]:
 # --- report ------------------------------------------------------------------------------------
 
 
+def estimate_full_repro(doc: dict[str, Any], params: Any) -> dict[str, Any]:
+    """Minutes of a full ``dvc repro`` on flan-t5-small with ``params``, from this run's rates.
+
+    Training: epochs x training examples x real tokens per example / measured real
+    tokens/s, per method, plus one validation pass per epoch at the scoring rate.
+    Evaluation: base and 3 adapters score val + test at the measured rate; the few-shot
+    prompts fill the 512-token budget, so they are charged by FLOPs per token relative to
+    our sample (attention makes long prompts dearer); plus the latency requests. Data,
+    plot and model-loading steps take seconds and are left out.
+    """
+    s, t = doc["scoring"], doc["training"]
+    n = 890  # PQA-L yes/no records after cleaning
+    fr = params.split.fractions
+    n_train, n_val, n_test = round(n * fr.train), round(n * fr.val), round(n * fr.test)
+    tokens = s["prompt_tokens"]["mean"] + 2  # prompt + "yes</s>" / "no</s>"
+    eps = s["ours_examples_per_s"]
+    epochs = params.train.epochs
+    train_min = {
+        m: (epochs * n_train * tokens / t[m]["ours"]["real_tokens_per_s"] + epochs * n_val / eps) / 60 for m in METHODS
+    }
+    per_model = (n_val + n_test) / eps
+    long_factor = (MAX_LEN / s["prompt_tokens"]["mean"]) * 1.15  # ~15% more FLOPs per token at 512 (attention)
+    ev = params.evaluate
+    latency = (
+        (1 + len(METHODS) + len(ev.fewshot_k)) * (ev.latency_samples + ev.latency_warmup) * s["latency_s"]["median"]
+    )
+    eval_min = (4 * per_model + len(ev.fewshot_k) * per_model * long_factor + latency) / 60
+    return {
+        "train_minutes": train_min,
+        "evaluate_minutes": eval_min,
+        "total_minutes": sum(train_min.values()) + eval_min,
+        "assumes": f"{n_train} train / {n_val} val / {n_test} test examples, {epochs} epochs, this run's rates",
+    }
+
+
 def _ok(value: float, goal: float, *, at_most: bool = False) -> str:
     return "yes" if (value <= goal if at_most else value >= goal) else "NO"
 
@@ -696,6 +742,8 @@ def main() -> None:
             tiny = build_model("tiny-t5", None, workdir)
             doc["dvc"] = dvc_section(tiny, workdir)
         doc["load_average"]["end"] = load_average()
+    if "training" in doc:
+        doc["estimate_full_repro"] = estimate_full_repro(doc, load_params(ROOT / "params.yaml"))
     doc["wall_s"] = time.perf_counter() - started
     doc["table"] = table(doc)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -704,6 +752,11 @@ def main() -> None:
     print(f"\n{m['cpu']}, {m['logical_cpus']} logical CPUs, torch threads {m['torch_threads']}")
     print(f"load average (1, 5, 15 min) during the run: {doc['load_average']}")
     print(doc["table"])
+    if "estimate_full_repro" in doc:
+        e = doc["estimate_full_repro"]
+        parts = ", ".join(f"train_{m} {v:.0f}" for m, v in e["train_minutes"].items())
+        print(f"\nestimated full dvc repro on flan-t5-small: {e['total_minutes']:.0f} min ({parts}, ", end="")
+        print(f"evaluate {e['evaluate_minutes']:.0f}; {e['assumes']})")
     print(f"\nwrote {args.out} ({doc['wall_s'] / 60:.1f} min)")
 
 
