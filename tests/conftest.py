@@ -138,8 +138,7 @@ def e2e_params(tiny_t5_dir: Path, shared_data: Path) -> dict:
 def pipeline_repo(tmp_path_factory: pytest.TempPathFactory, e2e_params: dict) -> Path:
     """A committed repo in which the whole pipeline ran once (``dvc repro``) and was committed.
 
-    Tests must not change it: clone it (``git clone`` plus ``dvc pull`` / the shared cache,
-    see ``e2e_support.clone``) to experiment.
+    Tests must not change it: they take the ``clone`` fixture to experiment.
     """
     from e2e_support import commit_all, dvc, make_repo
 
@@ -147,3 +146,15 @@ def pipeline_repo(tmp_path_factory: pytest.TempPathFactory, e2e_params: dict) ->
     dvc(repo, "repro")
     commit_all(repo, "pipeline run")
     return repo
+
+
+@pytest.fixture
+def clone(pipeline_repo: Path, tmp_path: Path) -> Path:
+    """A working copy of the finished pipeline sharing its DVC cache, free to change."""
+    from e2e_support import dvc, git
+
+    dest = tmp_path / "clone"
+    git(pipeline_repo, "clone", "-q", str(pipeline_repo), str(dest))
+    dvc(dest, "cache", "dir", "--local", str(pipeline_repo / ".dvc" / "cache"))
+    dvc(dest, "checkout")
+    return dest

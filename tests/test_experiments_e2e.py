@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_support import dvc, git, run
+from e2e_support import dvc, run
 
 pytestmark = pytest.mark.e2e
 
@@ -26,16 +26,6 @@ UNTOUCHED = re.compile(r"^(val|test)\.(base|prefix|lora|majority|tfidf_logreg)\.
 EXP_SHOW_KEEP = r"(val|test)\.(prompt|prefix|lora)\.macro_f1$"
 EXP_SHOW_DROP = r"(?!Experiment$|Created$|(model|ingest|clean|split|train\w*|evaluate|plot)\.)"
 QUEUE_TIMEOUT_S = 900
-
-
-@pytest.fixture
-def clone(pipeline_repo, tmp_path):
-    """A working copy of the finished pipeline sharing its DVC cache, free to change."""
-    dest = tmp_path / "clone"
-    git(pipeline_repo, "clone", "-q", str(pipeline_repo), str(dest))
-    dvc(dest, "cache", "dir", "--local", str(pipeline_repo / ".dvc" / "cache"))
-    dvc(dest, "checkout")
-    return dest
 
 
 def _metrics_diff(repo: Path, a: str, b: str) -> dict:

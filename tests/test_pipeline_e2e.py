@@ -7,7 +7,7 @@ import json
 import shutil
 
 import pytest
-from e2e_support import commit_all, dvc, git, read_json, set_params, status, would_run
+from e2e_support import commit_all, dvc, read_json, set_params, status, would_run
 
 from pubmedqa_peft import evaluation
 from pubmedqa_peft.config import METHODS
@@ -20,16 +20,6 @@ PER_METHOD_KEYS = {
     "coverage", "selective_accuracy", "mcnemar_p_vs_base", "latency_s", "throughput_eps", "trainable_params",
     "total_params", "trainable_pct", "tau_target",
 }  # fmt: skip
-
-
-@pytest.fixture
-def clone(pipeline_repo, tmp_path):
-    """A working copy of the finished pipeline sharing its DVC cache, free to change."""
-    dest = tmp_path / "clone"
-    git(pipeline_repo, "clone", "-q", str(pipeline_repo), str(dest))
-    dvc(dest, "cache", "dir", "--local", str(pipeline_repo / ".dvc" / "cache"))
-    dvc(dest, "checkout")
-    return dest
 
 
 def test_pipeline_writes_every_output(pipeline_repo):
