@@ -33,14 +33,24 @@ candidate. All ways give the same numbers as a naive loop over examples and cand
 
 Prompts are sorted by token length so that each batch is padded only to its own
 longest prompt (dynamic padding); results come back in input order.
+
+On a CPU with ``t`` torch threads, ``t`` batches are scored at once, each on one thread
+(:func:`cpu_workers`), instead of one batch at a time with every operator split over
+``t`` threads: a T5 forward is hundreds of operators of a few milliseconds, and
+splitting each one costs a synchronisation of the threads every time. Each batch then
+runs single-threaded kernels, so the numbers do not depend on the thread count
+(bit-identical for 1, 2 or 16 threads), and memory holds ``t`` batches' activations.
+A single batch (batch-1 latency) keeps all threads on it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 import numpy as np
@@ -321,13 +331,71 @@ def score_yes_no(
     strategy = _strategy(model, reuse_encoder)
     starts = range(0, n, batch_size)
     log.debug("scoring %d prompts in %d batches of <= %d (%s)", n, len(starts), batch_size, strategy)
-    with torch.inference_mode():
-        for s in tqdm(starts, desc=desc, disable=not progress, unit="batch"):
-            idx = order[s : s + batch_size]
+    batches = [order[s : s + batch_size] for s in starts]
+
+    def score(idx: np.ndarray) -> np.ndarray:
+        # inference_mode is per thread, so each batch enters it in the thread that runs it.
+        with torch.inference_mode():
             ids, mask = _pad([encoded[i] for i in idx], pad_id)
             scores = _score_batch(model, ids.to(device), mask.to(device), targets, start_id, strategy)
-            out[idx] = scores.double().cpu().numpy()
+            return scores.double().cpu().numpy()
+
+    with tqdm(total=len(batches), desc=desc, disable=not progress, unit="batch") as bar:
+        for idx, scores in _run_batches(score, batches, cpu_workers(device, len(batches))):
+            out[idx] = scores
+            bar.update()
     return out
+
+
+def cpu_workers(device: torch.device, batches: int) -> int:
+    """How many batches :func:`score_yes_no` scores at once: one per torch thread on a CPU.
+
+    Args:
+        device: Where the model is.
+        batches: Number of batches to score.
+
+    Returns:
+        ``min(torch.get_num_threads(), batches)`` on a CPU, else 1.
+    """
+    if device.type != "cpu":
+        return 1
+    return max(1, min(torch.get_num_threads(), batches))
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_batches(
+    score: Callable[[np.ndarray], np.ndarray], batches: list[np.ndarray], workers: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(batch, score(batch))`` for every batch: in order on one worker, as finished on several.
+
+    Several workers are threads (torch releases the GIL inside operators) that each run
+    single-threaded operators; torch's thread count is restored afterwards. A failing
+    batch cancels the batches not yet started and re-raises.
+    """
+    if workers == 1:
+        for idx in batches:
+            yield idx, score(idx)
+        return
+    with _torch_threads(1):
+        # Threads of our own start with OpenMP's default team size; set each one to 1 too.
+        pool = ThreadPoolExecutor(
+            workers, thread_name_prefix="scoring", initializer=torch.set_num_threads, initargs=(1,)
+        )
+        try:
+            futures = {pool.submit(score, idx): i for i, idx in enumerate(batches)}
+            for future in as_completed(futures):
+                yield batches[futures[future]], future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def probabilities(loglik: np.ndarray) -> np.ndarray:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import string
+import threading
+from collections import Counter
 
 import numpy as np
 import peft
@@ -257,7 +259,64 @@ def test_one_encoder_pass_per_batch_and_no_generate(model, tokenizer, method, on
         expected = [shape for b in (4, 4, 2) for shape in ((b, 1), (2 * b, 3))]
     else:
         expected = [(b, n) for b in (4, 4, 2) for n in (1, 2, 3)]
-    assert calls["decoder"] == expected
+    # Batches may run on parallel threads (see the next tests), so compare without order.
+    assert Counter(calls["decoder"]) == Counter(expected)
+
+
+@pytest.fixture
+def torch_threads():
+    """Set torch's CPU thread count for a test; restored afterwards."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+def test_cpu_batches_run_in_parallel_with_single_threaded_numbers(model, tokenizer, torch_threads):
+    prompts = _prompts(12, seed=4)
+    # Two batches must be inside the encoder at the same time, or the barrier breaks.
+    barrier = threading.Barrier(2, timeout=30)
+    seen: list[str] = []
+
+    def on_encoder(module, args):
+        seen.append(threading.current_thread().name)
+        if len(seen) <= 2:
+            barrier.wait()
+
+    hook = model.encoder.register_forward_pre_hook(on_encoder)
+    try:
+        torch_threads(2)
+        parallel = scoring.score_yes_no(model, tokenizer, prompts, batch_size=3, max_length=512, progress=False)
+        assert torch.get_num_threads() == 2, "the caller's thread count is restored"
+        parallel_threads, seen[:] = set(seen), []
+        barrier = threading.Barrier(1)  # one thread from here on
+        torch_threads(1)
+        serial = scoring.score_yes_no(model, tokenizer, prompts, batch_size=3, max_length=512, progress=False)
+    finally:
+        hook.remove()
+    assert len(parallel_threads) == 2 and all(name.startswith("scoring") for name in parallel_threads)
+    assert set(seen) == {threading.current_thread().name}
+    # Each batch ran single-threaded kernels either way: bit-identical numbers.
+    assert np.array_equal(parallel, serial)
+    assert scoring.cpu_workers(torch.device("cpu"), 1) == 1
+    assert scoring.cpu_workers(torch.device("cuda"), 4) == 1
+
+
+def test_a_failing_batch_stops_parallel_scoring_and_restores_threads(model, tokenizer, torch_threads, monkeypatch):
+    original = scoring._score_batch
+    calls: list[int] = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("batch failed")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(scoring, "_score_batch", failing)
+    torch_threads(2)
+    with pytest.raises(RuntimeError, match="batch failed"):
+        scoring.score_yes_no(model, tokenizer, _prompts(12), batch_size=2, max_length=512, progress=False)
+    assert torch.get_num_threads() == 2
+    assert not [t for t in threading.enumerate() if t.name.startswith("scoring")], "worker threads are gone"
 
 
 def test_too_long_prompt_is_refused_not_truncated(model, tokenizer):
