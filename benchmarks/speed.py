@@ -14,8 +14,9 @@ a. Scoring throughput (examples/s) of the evaluate stage's path (``modeling`` lo
    :func:`pubmedqa_peft.scoring.score_yes_no` at ``evaluate.batch_size``) against the way
    other PubMedQA/PEFT projects evaluate: every input padded to 512 tokens, stock
    transformers model, ``generate(max_new_tokens=10)`` in batches of 8 and the answer
-   parsed from the text. Both use the same weights; so that the reference's text can be
-   parsed at all with random weights, the output head is restricted to the two answer
+   parsed from the text (``benchmarks/reference.py``, run in fresh processes that never
+   import ``pubmedqa_peft``). Both use the same weights; so that the reference's text can
+   be parsed at all with random weights, the output head is restricted to the two answer
    words (every other row zero, ``no`` = -``yes``; the matmul shapes are unchanged).
 b. The fp32 matrix-multiply rate of this machine (square GEMMs of a size like the
    model's and of a large size) and the share of it that scoring achieves, with FLOPs
@@ -58,10 +59,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# First, as in every stage: the package sets the CPU runtime environment before torch loads.
-import pubmedqa_peft  # noqa: E402, F401
-
-# isort: split
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count  # noqa: E402
@@ -71,14 +68,15 @@ from pubmedqa_peft.config import METHODS, load_params, parse_params  # noqa: E40
 from pubmedqa_peft.data import clean_records, read_raw  # noqa: E402
 from pubmedqa_peft.prompts import LABELS, fit_prompts_encoded  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reference  # noqa: E402  (benchmarks/reference.py: the usual way, stock transformers)
+
 log = logging.getLogger("speed")
 
 PQAL = ROOT.parent / "shared" / "data" / "pubmedqa" / "ori_pqal.json"
 CACHE = ROOT / "benchmarks" / ".cache"
 RESULTS = ROOT / "benchmarks" / "results" / "speed.json"
 MAX_LEN = 512
-REF_BATCH = 8
-REF_NEW_TOKENS = 10
 TRAIN_BATCH = 8
 SEED = 0
 
@@ -95,7 +93,7 @@ REP_N, LARGE_N = 1024, 4096
 """Square GEMM sizes: like the model's matmuls (inner sizes 384-1024), and large."""
 
 FULL = {"n_score": 96, "n_ref": 48, "n_sweep": 48, "score_reps": 3, "latency": 20, "train_steps": 4, "padded_steps": 2}
-QUICK = {"n_score": 24, "n_ref": 8, "n_sweep": 16, "score_reps": 2, "latency": 5, "train_steps": 2, "padded_steps": 1}
+QUICK = {"n_score": 32, "n_ref": 8, "n_sweep": 16, "score_reps": 2, "latency": 5, "train_steps": 2, "padded_steps": 1}
 
 
 # --- measuring helpers ---------------------------------------------------------------------
@@ -167,7 +165,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "thp_mem_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE"),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)"),
     }
 
 
@@ -197,28 +195,6 @@ def sample_records(n: int, seed: int = SEED) -> list[dict[str, Any]]:
     return random.Random(seed).sample(records, min(n, len(records)))
 
 
-def answer_only_head(model: Any, tokenizer: Any) -> None:
-    """Make the output head answer only yes or no, in place (same shapes, so same cost).
-
-    Every row but the answers' first tokens is zero and ``no`` = -``yes``, so one of the
-    two always has the largest logit: ``generate()`` then writes parseable answers and the
-    reference's predictions can be compared with ours.
-    """
-    (no_id, *_), (yes_id, *_) = scoring.answer_token_ids(tokenizer)
-    with torch.no_grad():
-        head = model.get_output_embeddings().weight
-        yes = head[yes_id].clone()
-        head.zero_()
-        head[yes_id] = yes
-        head[no_id] = -yes
-
-
-def parse_answer(text: str) -> str | None:
-    """The answer in generated text the way such projects parse it: its first word, if yes/no."""
-    words = re.findall(r"[a-z]+", text.lower())
-    return words[0] if words and words[0] in LABELS else None
-
-
 # --- a. scoring, b. efficiency, c. latency ----------------------------------------------------
 
 
@@ -228,20 +204,34 @@ def time_ours(model: Any, tokenizer: Any, ids: list[list[int]], batch_size: int)
     return time.perf_counter() - start
 
 
-def reference_generate(model: Any, tokenizer: Any, texts: list[str]) -> tuple[list[str | None], float, int]:
-    """The usual evaluation: pad to 512, generate 10 tokens in batches of 8, parse the text."""
-    preds: list[str | None] = []
-    new_tokens = 0
-    start = time.perf_counter()
-    for i in range(0, len(texts), REF_BATCH):
-        enc = tokenizer(
-            texts[i : i + REF_BATCH], padding="max_length", max_length=MAX_LEN, truncation=True, return_tensors="pt"
-        )
-        with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=REF_NEW_TOKENS, do_sample=False, num_beams=1)
-        new_tokens += int((out[:, 1:] != tokenizer.pad_token_id).sum())
-        preds += [parse_answer(t) for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
-    return preds, time.perf_counter() - start, new_tokens
+def reference_in_child(model_dir: Path, texts: list[str]) -> tuple[list[str | None], float, int]:
+    """The reference, ``benchmarks/reference.py``, timed in a fresh process.
+
+    It uses stock transformers and never imports ``pubmedqa_peft``, so none of our fast
+    paths touch it.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "texts.json"
+        path.write_text(json.dumps(texts), encoding="utf-8")
+        row = run_script(Path(reference.__file__).resolve(), str(model_dir), str(path))
+    return row["preds"], row["seconds"], row["new_tokens"]
+
+
+def count_flops(fn: Any, *args: Any, **kwargs: Any) -> int:
+    """FLOPs of ``fn(*args, **kwargs)``, run on this thread only.
+
+    The counter sees the thread it runs in, and scoring spreads batches over worker
+    threads when torch has several (``scoring.cpu_workers``); with one torch thread it runs
+    the same operators in this thread.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with flop_counter() as fc:
+            fn(*args, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+    return fc.get_total_flops()
 
 
 def naive_loglik(model: Any, tokenizer: Any, text: str) -> list[float]:
@@ -262,13 +252,10 @@ def gemm_pair() -> dict[str, float]:
 
 
 def scoring_section(model_dir: Path, cfg: dict[str, Any], batch_size: int) -> dict[str, Any]:
-    from transformers import AutoModelForSeq2SeqLM
-
     tokenizer = modeling.load_tokenizer(str(model_dir))
     ours = modeling.load_base_model(str(model_dir), torch.device("cpu"))
-    ref = AutoModelForSeq2SeqLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
-    for m in (ours, ref):
-        answer_only_head(m, tokenizer)
+    _, ref = reference.load(str(model_dir))  # stock model, for the equivalence check and its FLOPs
+    reference.answer_only_head(ours, tokenizer)
     rows = sample_records(cfg["n_score"])
     fitted = fit_prompts_encoded(tokenizer, rows, MAX_LEN, PQAL)
     texts, ids = [f.text for f in fitted], [f.input_ids for f in fitted]
@@ -277,9 +264,8 @@ def scoring_section(model_dir: Path, cfg: dict[str, Any], batch_size: int) -> di
 
     # Warm-up (allocator growth, kernel choice), then FLOPs of one full pass (not timed).
     scoring.score_yes_no(ours, tokenizer, ids[:batch_size], batch_size, MAX_LEN, progress=False)
-    with flop_counter() as fc:
-        loglik = scoring.score_yes_no(ours, tokenizer, ids, batch_size, MAX_LEN, progress=False)
-    ours_flops = fc.get_total_flops()
+    loglik = scoring.score_yes_no(ours, tokenizer, ids, batch_size, MAX_LEN, progress=False)
+    ours_flops = count_flops(scoring.score_yes_no, ours, tokenizer, ids, batch_size, MAX_LEN, progress=False)
 
     # Equivalence on this model: fast path vs the naive stock loop, a few prompts.
     naive = np.array([naive_loglik(ref, tokenizer, t) for t in texts[:4]])
@@ -287,7 +273,7 @@ def scoring_section(model_dir: Path, cfg: dict[str, Any], batch_size: int) -> di
 
     # Each timed run of ours is paired with a GEMM measurement just before it, so the
     # share of the GEMM rate compares like with like when the load changes. The
-    # reference runs in two halves between our runs.
+    # reference runs in two halves between our runs, each in a fresh process.
     n_ref = cfg["n_ref"]
     halves = [texts[: n_ref // 2], texts[n_ref // 2 : n_ref]]
     runs, ref_preds, ref_time, ref_tokens = [], [], 0.0, 0
@@ -297,17 +283,16 @@ def scoring_section(model_dir: Path, cfg: dict[str, Any], batch_size: int) -> di
         runs.append({"seconds": seconds, "gemm_gflops": gemm, "load": load_average()})
         log.info("ours run %d: %.2f ex/s, GEMM %s GFLOP/s (load %s)", rep, len(ids) / seconds, gemm, load_average())
         if rep < len(halves):
-            preds, seconds, new = reference_generate(ref, tokenizer, halves[rep])
+            preds, seconds, new = reference_in_child(model_dir, halves[rep])
             ref_preds += preds
             ref_time += seconds
             ref_tokens += new
             log.info("reference: %.2f ex/s so far (load %s)", len(ref_preds) / ref_time, load_average())
     for half in halves[cfg["score_reps"] :]:
-        preds, seconds, new = reference_generate(ref, tokenizer, half)
+        preds, seconds, new = reference_in_child(model_dir, half)
         ref_preds, ref_time, ref_tokens = ref_preds + preds, ref_time + seconds, ref_tokens + new
-    with flop_counter() as fc:
-        reference_generate(ref, tokenizer, texts[:REF_BATCH])
-    ref_flops_per_example = fc.get_total_flops() / min(REF_BATCH, len(texts))
+    ref_flops = count_flops(reference.generate_answers, ref, tokenizer, texts[: reference.BATCH])
+    ref_flops_per_example = ref_flops / min(reference.BATCH, len(texts))
 
     ours_seconds = statistics.median(r["seconds"] for r in runs)
     ours_eps = len(ids) / ours_seconds
@@ -334,9 +319,8 @@ def scoring_section(model_dir: Path, cfg: dict[str, Any], batch_size: int) -> di
     latency = scoring.measure_latency(ours, tokenizer, texts, cfg["latency"], warmup, MAX_LEN)
     request_flops = []
     for i in range(cfg["latency"]):
-        with flop_counter() as fc:
-            scoring.score_yes_no(ours, tokenizer, [texts[(warmup + i) % len(texts)]], 1, MAX_LEN, progress=False)
-        request_flops.append(fc.get_total_flops())
+        text = texts[(warmup + i) % len(texts)]
+        request_flops.append(count_flops(scoring.score_yes_no, ours, tokenizer, [text], 1, MAX_LEN, progress=False))
     floor = statistics.median(request_flops) / (max(gemm_latency.values()) * 1e9)
     return {
         "prompts": len(ids),
@@ -521,17 +505,22 @@ def _child_train(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_child(spec: dict[str, Any]) -> dict[str, Any]:
+def run_script(script: Path, *args: str) -> dict[str, Any]:
+    """Run a Python script in a fresh process; the JSON object on its last output line."""
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
+        [sys.executable, str(script), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         env={**os.environ, "TQDM_DISABLE": "1"},
     )
     if proc.returncode != 0:
-        raise RuntimeError(f"child {spec} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        raise RuntimeError(f"{script.name} {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_child(spec: dict[str, Any]) -> dict[str, Any]:
+    return run_script(Path(__file__).resolve(), "--child", json.dumps(spec))
 
 
 def simulated_train_padding(model_dir: Path) -> float:
