@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 import string
 import threading
 from collections import Counter
 
 import numpy as np
-import peft
 import pytest
 import torch
+from peft_support import tiny_peft
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
@@ -55,31 +54,6 @@ def _tiny_t5(vocab_size: int, seed: int = 0) -> T5ForConditionalGeneration:
     )
     torch.manual_seed(seed)
     return T5ForConditionalGeneration(config).eval()
-
-
-def _peft(base: T5ForConditionalGeneration, method: str) -> torch.nn.Module:
-    cfg = base.config
-    if method == "lora":
-        # init_lora_weights=False: a non-zero update, so the adapter visibly changes scores.
-        pc = peft.LoraConfig(task_type="SEQ_2_SEQ_LM", r=2, target_modules=["q", "v"], init_lora_weights=False)
-    elif method == "prompt":
-        pc = peft.PromptTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=4, num_transformer_submodules=1)
-    elif method == "prefix":
-        # num_transformer_submodules=2 (PEFT's seq2seq default): with 1, PEFT hands T5 a plain
-        # DynamicCache that T5's cross-attention also appends to, and the forward crashes
-        # (peft 0.21.2, transformers 5.23).
-        pc = peft.PrefixTuningConfig(
-            task_type="SEQ_2_SEQ_LM",
-            num_virtual_tokens=4,
-            num_transformer_submodules=2,
-            num_layers=cfg.num_decoder_layers,
-            num_attention_heads=cfg.num_heads,
-            token_dim=cfg.num_heads * cfg.d_kv,
-        )
-    else:
-        raise AssertionError(method)
-    torch.manual_seed(1)
-    return peft.get_peft_model(copy.deepcopy(base), pc).eval()
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +131,7 @@ def test_results_come_back_in_input_order(model, tokenizer):
 @pytest.mark.parametrize("method", ["lora", "prompt", "prefix"])
 @pytest.mark.parametrize("reuse_encoder", [True, False])
 def test_peft_models_score_like_a_naive_loop(model, tokenizer, method, reuse_encoder):
-    wrapped = _peft(model, method)
+    wrapped = tiny_peft(model, method)
     prompts = _prompts(6, seed=3)
     got = scoring.score_yes_no(
         wrapped, tokenizer, prompts, batch_size=4, max_length=512, reuse_encoder=reuse_encoder, progress=False
@@ -208,7 +182,7 @@ def test_adapters_loaded_by_the_stage_loader_score_like_a_naive_loop(stage_model
     # As the evaluate stage loads them: safetensors, is_trainable=False (PEFT's inference
     # mode, where prefix tuning reads its prefixes straight from its table).
     tokenizer, base = stage_model
-    _peft(base, method).save_pretrained(tmp_path / method, safe_serialization=True)
+    tiny_peft(base, method).save_pretrained(tmp_path / method, safe_serialization=True)
     model = modeling.load_adapter_model(str(tiny_t5_dir), tmp_path / method, torch.device("cpu"))
     assert model.active_peft_config.inference_mode
     prompts = _fitted_prompts(tokenizer, 6, max_length=96)
@@ -222,7 +196,7 @@ def test_adapters_loaded_by_the_stage_loader_score_like_a_naive_loop(stage_model
 @pytest.mark.parametrize("method", [None, "lora", "prompt", "prefix"])
 def test_one_encoder_pass_per_batch_and_no_generate(model, tokenizer, method, one_pass, monkeypatch):
     monkeypatch.setattr(scoring, "_one_pass_is_cheaper", lambda *args: one_pass)
-    wrapped = model if method is None else _peft(model, method)
+    wrapped = model if method is None else tiny_peft(model, method)
     base = wrapped if method is None else wrapped.get_base_model()
     calls = {"encoder": 0, "decoder": []}
 

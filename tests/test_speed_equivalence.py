@@ -13,9 +13,9 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import peft
 import pytest
 import torch
+from peft_support import tiny_peft
 from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq
 from transformers.activations import GELUTanh
 from transformers.trainer_pt_utils import LengthGroupedSampler
@@ -58,28 +58,9 @@ def prompts(tokenizer, pqal_rows):
     return fitted
 
 
-def _peft(base, method: str):
-    cfg = base.config
-    if method == "lora":
-        pc = peft.LoraConfig(task_type="SEQ_2_SEQ_LM", r=2, target_modules=["q", "v"], init_lora_weights=False)
-    elif method == "prompt":
-        pc = peft.PromptTuningConfig(task_type="SEQ_2_SEQ_LM", num_virtual_tokens=4, num_transformer_submodules=1)
-    else:
-        pc = peft.PrefixTuningConfig(
-            task_type="SEQ_2_SEQ_LM",
-            num_virtual_tokens=4,
-            num_transformer_submodules=2,
-            num_layers=cfg.num_decoder_layers,
-            num_attention_heads=cfg.num_heads,
-            token_dim=cfg.num_heads * cfg.d_kv,
-        )
-    torch.manual_seed(1)
-    return peft.get_peft_model(copy.deepcopy(base), pc).eval()
-
-
 def _same_adapter(fast_base, stock_base, method: str):
     """The same adapter weights on the fast and on the stock base model."""
-    fast_model, stock_model = _peft(fast_base, method), _peft(stock_base, method)
+    fast_model, stock_model = tiny_peft(fast_base, method), tiny_peft(stock_base, method)
     stock_model.load_state_dict(fast_model.state_dict())
     return fast_model, stock_model
 
@@ -158,7 +139,7 @@ def test_shared_mask_is_bit_identical_to_transformers_sdpa(tiny_t5_dir, tokenize
 
 @pytest.mark.parametrize("lora_on_v", [False, True])
 def test_query_side_cross_attention_equals_projected_keys_and_values(stock, lora_on_v):
-    model = _peft(stock, "lora") if lora_on_v else copy.deepcopy(stock)
+    model = tiny_peft(stock, "lora") if lora_on_v else copy.deepcopy(stock)
     attention = model.get_decoder().block[1].layer[1].EncDecAttention
     torch.manual_seed(0)
     states = torch.randn(3, 17, stock.config.d_model)
