@@ -363,7 +363,12 @@ def cpu_workers(device: torch.device, batches: int) -> int:
 
 
 @contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the ``with`` block with ``n`` torch CPU threads; the previous count is restored after.
+
+    Args:
+        n: Thread count inside the block.
+    """
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -385,7 +390,7 @@ def _run_batches(
         for idx in batches:
             yield idx, score(idx)
         return
-    with _torch_threads(1):
+    with torch_threads(1):
         # Threads of our own start with OpenMP's default team size; set each one to 1 too.
         pool = ThreadPoolExecutor(
             workers, thread_name_prefix="scoring", initializer=torch.set_num_threads, initargs=(1,)
