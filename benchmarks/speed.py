@@ -224,13 +224,8 @@ def count_flops(fn: Any, *args: Any, **kwargs: Any) -> int:
     threads when torch has several (``scoring.cpu_workers``); with one torch thread it runs
     the same operators in this thread.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with flop_counter() as fc:
-            fn(*args, **kwargs)
-    finally:
-        torch.set_num_threads(threads)
+    with scoring.torch_threads(1), flop_counter() as fc:
+        fn(*args, **kwargs)
     return fc.get_total_flops()
 
 
@@ -305,10 +300,8 @@ def scoring_section(model_dir: Path, cfg: dict[str, Any], batch_size: int) -> di
     # Batch-size sweep (and one thread) on a subset, one run each.
     sweep_ids = ids[: cfg["n_sweep"]]
     sweep = {str(bs): len(sweep_ids) / time_ours(ours, tokenizer, sweep_ids, bs) for bs in (4, 8, 16, 32)}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    one_thread = len(sweep_ids) / time_ours(ours, tokenizer, sweep_ids, batch_size)
-    torch.set_num_threads(threads)
+    with scoring.torch_threads(1):
+        one_thread = len(sweep_ids) / time_ours(ours, tokenizer, sweep_ids, batch_size)
     # Our batches: sorted by length, each padded to its own longest prompt.
     ordered = np.sort(lengths)[::-1]
     padded_tokens = sum(ordered[i] * len(ordered[i : i + batch_size]) for i in range(0, len(ordered), batch_size))
@@ -555,20 +548,10 @@ def training_section(model_dir: Path, cfg: dict[str, Any], workdir: Path) -> dic
 
 def dvc_section(tiny_dir: Path, workdir: Path) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "tests"))
-    from e2e_support import commit_all, dvc, make_repo
+    from e2e_support import E2E_PARAMS, commit_all, dvc, make_repo
 
     # The end-to-end tests' small settings: every stage does real work, quickly.
-    params = {
-        "ingest.source": str(PQAL),
-        "model.name": str(tiny_dir),
-        "model.max_source_length": 256,
-        "train.epochs": 2,
-        "train.max_train_examples": 64,
-        "train.logging_steps": 2,
-        "evaluate.bootstrap": 200,
-        "evaluate.latency_samples": 5,
-        "evaluate.latency_warmup": 1,
-    }
+    params = {"ingest.source": str(PQAL), "model.name": str(tiny_dir), **E2E_PARAMS}
     repo = make_repo(workdir / "repo", params)
     start = time.perf_counter()
     dvc(repo, "repro")

@@ -111,22 +111,12 @@ def tiny_params(model_dir: Path, **sections: dict) -> object:
 
 # --- a whole pipeline run, shared by the end-to-end tests ----------------------------------
 
-# Small enough for 2 CPU cores, large enough that every stage does real work (fewshot_k5
-# prompts need the 256 tokens; 64 training examples give 8 optimizer steps).
-E2E_PARAMS = {
-    "model.max_source_length": 256,
-    "train.epochs": 2,
-    "train.max_train_examples": 64,
-    "train.logging_steps": 2,
-    "evaluate.bootstrap": 200,
-    "evaluate.latency_samples": 5,
-    "evaluate.latency_warmup": 1,
-}
-
 
 @pytest.fixture(scope="session")
 def e2e_params(tiny_t5_dir: Path, shared_data: Path) -> dict:
     """params.yaml overrides for end-to-end runs: the real data, the tiny model, small settings."""
+    from e2e_support import E2E_PARAMS
+
     return {
         "ingest.source": str(shared_data / "ori_pqal.json"),
         "model.name": str(tiny_t5_dir),

@@ -20,6 +20,18 @@ PROJECT = Path(__file__).resolve().parents[1]
 # What a user's clone holds: the files git tracks or would track, minus pipeline outputs.
 SKIP = ("data/", "models/", "metrics/", "plots/", "reports/", ".checkpoints/", ".dvc/cache", ".dvc/tmp")
 
+# Small enough for 2 CPU cores, large enough that every stage does real work (fewshot_k5
+# prompts need the 256 tokens; 64 training examples give 8 optimizer steps).
+E2E_PARAMS = {
+    "model.max_source_length": 256,
+    "train.epochs": 2,
+    "train.max_train_examples": 64,
+    "train.logging_steps": 2,
+    "evaluate.bootstrap": 200,
+    "evaluate.latency_samples": 5,
+    "evaluate.latency_warmup": 1,
+}
+
 
 def env() -> dict[str, str]:
     """Environment for subprocesses: this interpreter's bin first, a fixed git identity."""
