@@ -124,18 +124,10 @@ def fit_prompt_encoded(
 ) -> FittedPrompt:
     """:func:`fit_prompt`, also returning the token ids computed while fitting.
 
-    Args:
-        tokenizer: A Hugging Face tokenizer.
-        question: The question, never truncated.
-        context: The context, truncated at the end if needed.
-        max_length: Token budget including special tokens.
-        record_id: Used in the error message.
+    Args and Raises are those of :func:`fit_prompt`.
 
     Returns:
         The prompt text and its ``tokenizer(text).input_ids`` (at most ``max_length``).
-
-    Raises:
-        ValueError: If the question and instruction alone exceed the budget.
     """
     return _fit(tokenizer, lambda c: format_prompt(question, c), context, max_length, f"record {record_id}")
 
@@ -163,17 +155,10 @@ def fit_prompts_encoded(
 ) -> list[FittedPrompt]:
     """:func:`fit_prompts`, also returning each prompt's token ids, so they are tokenized only once.
 
-    Args:
-        tokenizer: A Hugging Face tokenizer.
-        rows: Records with ``id``, ``question`` and ``context``.
-        max_length: Token budget including special tokens (``model.max_source_length``).
-        source: The file the records came from, named in the error.
+    Args and Raises are those of :func:`fit_prompts`.
 
     Returns:
         One :class:`FittedPrompt` per record, in order.
-
-    Raises:
-        PromptTooLongError: If a record's question and instruction alone exceed the budget.
     """
     try:
         return [fit_prompt_encoded(tokenizer, r["question"], r["context"], max_length, r["id"]) for r in rows]
