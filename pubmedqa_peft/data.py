@@ -19,6 +19,14 @@ Two kinds of bad input are told apart:
   record has no question/context/label to learn from, which is what a user wants
   counted, while the other records stay usable. If nothing at all is left the stage
   stops, since that means the file is not PQA-L.
+
+Duplicates are found two ways, and the first copy in file order is kept in both:
+
+* by id: a PMID repeated in the raw text (``duplicate_id``);
+* by content: a record whose question and context are those of a record already kept,
+  under another PMID (``duplicate_content``). Two copies of one example would otherwise
+  be two records that can land in different splits, i.e. test leakage. What counts as
+  "the same" is :func:`content_key`.
 """
 
 from __future__ import annotations
@@ -26,8 +34,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,10 +51,14 @@ log = logging.getLogger(__name__)
 LABEL_VALUES = ("yes", "no", "maybe")
 """The labels PQA-L uses, matched exactly (case-sensitive, no trimming)."""
 
-DROP_REASONS = ("duplicate_id", "invalid_label", "empty_question", "empty_context", "maybe")
+DROP_REASONS = ("duplicate_id", "invalid_label", "empty_question", "empty_context", "maybe", "duplicate_content")
 """Why a record is dropped, in the order checked: each dropped record counts once, under
 the first reason that applies. ``maybe`` (a valid label that ``clean.keep_labels``
-excludes) comes last so that a ``maybe`` record with a defect is reported as the defect."""
+excludes) comes after the defects so that a ``maybe`` record with a defect is reported as
+the defect. ``duplicate_content`` comes last: only a record that would otherwise be kept
+is compared with the records kept before it, so a record is never dropped for repeating
+one that was itself dropped (a ``yes`` record after a ``maybe`` copy of it is kept), and
+empty questions or contexts never count as equal content."""
 
 MAX_DROP_WARNINGS = 20
 """Dropped records named one by one in the log; the rest are summarised in one line."""
@@ -88,6 +101,29 @@ class RawRecord:
 def normalize_whitespace(text: str) -> str:
     """Collapse every run of whitespace (incl. Unicode spaces and newlines) to one space and strip."""
     return _WHITESPACE.sub(" ", text).strip()
+
+
+def _fold(text: str) -> str:
+    return normalize_whitespace(unicodedata.normalize("NFKC", text.casefold()))
+
+
+def content_key(row: Mapping[str, Any]) -> tuple[str, str]:
+    """What makes two clean rows the same example, whatever their ids.
+
+    The row's ``question`` and ``context`` (a missing or null one counts as empty),
+    each case-folded (:meth:`str.casefold`), put in Unicode NFKC form (so ligatures,
+    full-width letters, superscripts and composed vs. combining accents compare equal)
+    and whitespace-normalised (:func:`normalize_whitespace`; clean rows already are, and
+    their context is the non-empty passages joined by one space, so passage breaks do not
+    matter). Punctuation, digits and word order are compared as they are.
+
+    Args:
+        row: A clean row (or any mapping with ``question`` and ``context``).
+
+    Returns:
+        ``(question, context)`` in that comparison form.
+    """
+    return _fold(row.get("question") or ""), _fold(row.get("context") or "")
 
 
 def read_json_object(path: Path | str) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
@@ -264,8 +300,8 @@ def clean_records(entries: Sequence[RawRecord], keep_labels: Iterable[str], sour
         source: The file name, for messages.
 
     Returns:
-        The kept rows (in file order) and the drop counts; ``records_in`` equals the
-        rows kept plus all drops.
+        The kept rows (in file order; no two share an id or a :func:`content_key`) and the
+        drop counts; ``records_in`` equals the rows kept plus all drops.
 
     Raises:
         PipelineError: On a structurally bad record (see :func:`parse_record`) or if no
@@ -275,19 +311,28 @@ def clean_records(entries: Sequence[RawRecord], keep_labels: Iterable[str], sour
     dropped = dict.fromkeys(DROP_REASONS, 0)
     dropped_records: list[tuple[str, str, str]] = []
     rows = []
+    kept_content: dict[tuple[str, str], dict[str, Any]] = {}  # content_key -> the kept row
     for entry in entries:
         row, reason = parse_record(entry.pmid, entry.value, source)
+        first = row
         if entry.duplicate:
             reason = "duplicate_id"
         elif reason is None and row["label"] not in keep:
             reason = "maybe" if row["label"] == "maybe" else "invalid_label"
+        elif reason is None:
+            first = kept_content.setdefault(content_key(row), row)
+            if first is not row:
+                reason = "duplicate_content"
         if reason is None:
             rows.append(row)
             continue
         dropped[reason] += 1
-        if reason != "maybe":
-            detail = f"final_decision={row['label']!r}" if reason == "invalid_label" else ""
-            dropped_records.append((entry.pmid, reason, detail))
+        if reason == "invalid_label":
+            dropped_records.append((entry.pmid, reason, f"final_decision={row['label']!r}"))
+        elif reason == "duplicate_content":
+            dropped_records.append((entry.pmid, reason, _duplicate_detail(first, row)))
+        elif reason != "maybe":
+            dropped_records.append((entry.pmid, reason, ""))
     result = CleanResult(rows, len(entries), dropped, dropped_records)
     if not rows:
         raise PipelineError(
@@ -295,6 +340,14 @@ def clean_records(entries: Sequence[RawRecord], keep_labels: Iterable[str], sour
             "is this the PubMedQA PQA-L file (ori_pqal.json)?"
         )
     return result
+
+
+def _duplicate_detail(first: dict[str, Any], row: dict[str, Any]) -> str:
+    detail = f"same question and context as record {first['id']}"
+    if first["label"] != row["label"]:
+        # Worth a look: the same example answered both ways is a labelling error upstream.
+        detail += f", which is labelled {first['label']!r}, this one {row['label']!r}"
+    return detail
 
 
 def _nonzero(counts: dict[str, int]) -> str:

@@ -1,9 +1,13 @@
 """Getting input files: download or copy a source, and refuse it unless its SHA-256 matches.
 
 A source is an ``http(s)://`` URL, a ``file://`` URL or a local path. Local paths are
-resolved from the working directory, which for every stage is the project root. The
-bytes are streamed into a temporary file beside the destination and only renamed onto
-it once the hash matches, so a failed or refused fetch never leaves a partial file.
+resolved from the working directory, which for every stage is the project root. A
+``file://`` URL must name no host or ``localhost``: this machine cannot read another
+host's files, and reading the local path of ``file://otherhost/x`` instead would be
+silently wrong. The bytes are streamed into a temporary file beside the destination and
+only renamed onto it once the hash matches, so a failed or refused fetch never leaves a
+partial file. Messages and logs show a source through
+:func:`~pubmedqa_peft.redaction.redact_url`, so credentials in it are never printed.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path, PurePosixPath
 
 from pubmedqa_peft import files, paths
 from pubmedqa_peft.config import IngestConfig
+from pubmedqa_peft.redaction import redact_secrets, redact_url
 from pubmedqa_peft.stage import PipelineError
 
 log = logging.getLogger(__name__)
@@ -53,10 +58,20 @@ def _is_url(source: str) -> bool:
     return len(scheme) > 1
 
 
-def _local_path(source: str) -> Path:
-    if source.startswith("file:"):
-        return Path(urllib.request.url2pathname(urllib.parse.urlsplit(source).path))
-    return Path(source).expanduser()
+LOCAL_FILE_HOSTS = ("", "localhost")
+"""The hosts a ``file://`` URL may name (RFC 8089): none, or this machine by name."""
+
+
+def _file_url_path(source: str, what: str) -> Path:
+    """The local path of a ``file:`` URL; a URL naming another host is refused."""
+    parts = urllib.parse.urlsplit(source)
+    if parts.netloc.lower() not in LOCAL_FILE_HOSTS:
+        shown = redact_url(source)
+        raise PipelineError(
+            f"{what}: {shown!r} names host {urllib.parse.urlsplit(shown).netloc!r}, but a file:// URL can only "
+            "read this machine's files; use a plain local path or file:///abs/path"
+        )
+    return Path(urllib.request.url2pathname(parts.path))
 
 
 def _offline_hint(source: str, what: str) -> str:
@@ -95,23 +110,24 @@ def _url_chunks(source: str, timeout_s: float, what: str) -> Iterator[bytes]:
             while chunk := response.read(CHUNK_BYTES):
                 yield chunk
     except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
+        # The reason can echo parts of the URL (e.g. "nonnumeric port: 'pass@host'").
+        reason = redact_secrets(_network_reason(err), source)
         raise PipelineError(
-            f"{what}: could not download {source} (timeout {timeout_s:g} s): {_network_reason(err)}.\n"
+            f"{what}: could not download {redact_url(source)} (timeout {timeout_s:g} s): {reason}.\n"
             + _offline_hint(source, what)
         ) from None
 
 
-def _file_chunks(source: str, what: str) -> Iterator[bytes]:
-    """Yield the bytes of a local file; a missing or unreadable file becomes a PipelineError."""
-    path = _local_path(source)
+def _file_chunks(path: Path, source: str, what: str) -> Iterator[bytes]:
+    """Yield the bytes of ``path`` (given as ``source``); a missing or unreadable file is a PipelineError."""
     resolved = path if path.is_absolute() else Path.cwd() / path
     if not path.exists():
         raise PipelineError(
-            f"{what}: local file {source!r} not found (looked at {resolved}); relative paths are "
+            f"{what}: local file {redact_url(source)!r} not found (looked at {resolved}); relative paths are "
             f"resolved from the project root. Fix {what} in params.yaml."
         )
     if not path.is_file():
-        raise PipelineError(f"{what}: {source!r} ({resolved}) is not a regular file")
+        raise PipelineError(f"{what}: {redact_url(source)!r} ({resolved}) is not a regular file")
     try:
         with path.open("rb") as fh:
             yield from iter(lambda: fh.read(CHUNK_BYTES), b"")
@@ -143,8 +159,10 @@ def fetch_verified(
         ``dest``.
 
     Raises:
-        PipelineError: If the source is unreachable, missing or unsupported, or its hash
-            differs from ``sha256``. ``dest`` is then left exactly as it was.
+        PipelineError: If the source is unreachable, missing or unsupported (including a
+            ``file://`` URL naming a host other than ``localhost``), or its hash differs
+            from ``sha256``. ``dest`` is then left exactly as it was. Messages show the
+            source through :func:`~pubmedqa_peft.redaction.redact_url`.
     """
     dest = Path(dest)
     sha256 = sha256.lower()
@@ -153,13 +171,14 @@ def fetch_verified(
         if scheme in ("http", "https"):
             chunks = _url_chunks(source, timeout_s, what)
         elif scheme == "file":
-            chunks = _file_chunks(source, what)
+            chunks = _file_chunks(_file_url_path(source, what), source, what)
         else:
             raise PipelineError(
-                f"{what}: unsupported scheme {scheme!r} in {source!r}; use http(s)://, file:// or a local path"
+                f"{what}: unsupported scheme {scheme!r} in {redact_url(source)!r}; "
+                "use http(s)://, file:// or a local path"
             )
     else:
-        chunks = _file_chunks(source, what)
+        chunks = _file_chunks(Path(source).expanduser(), source, what)
 
     with files.atomic_path(dest) as tmp:
         digest = hashlib.sha256()
@@ -175,7 +194,7 @@ def fetch_verified(
         if actual != sha256:
             key = sha256_key or "the matching sha256 parameter"
             raise PipelineError(
-                f"{what}: SHA-256 mismatch for {source}\n"
+                f"{what}: SHA-256 mismatch for {redact_url(source)}\n"
                 f"    expected {sha256}\n"
                 f"    actual   {actual}\n"
                 f"The file is not the one the pipeline expects. Fix it by pointing {what} at the correct "
@@ -199,5 +218,5 @@ def ingest(cfg: IngestConfig, dest: Path = paths.RAW_RECORDS) -> Path:
         PipelineError: As :func:`fetch_verified`.
     """
     fetch_verified(cfg.source, dest, cfg.sha256, cfg.timeout_s, "ingest.source", sha256_key="ingest.sha256")
-    log.info("ingest: %s -> %s (%d bytes, sha256 %s)", cfg.source, dest, dest.stat().st_size, cfg.sha256)
+    log.info("ingest: %s -> %s (%d bytes, sha256 %s)", redact_url(cfg.source), dest, dest.stat().st_size, cfg.sha256)
     return dest

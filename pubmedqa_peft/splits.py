@@ -18,8 +18,10 @@ train/val/test order. Finally each split is shuffled with the same generator, so
 records of a split are stored in a seeded random order: its first N records are a
 random sample (``train.max_train_examples`` relies on this).
 
-No id may end up in two splits, and every input record must end up in exactly one:
-this is checked every run (:func:`check_partition`), not only in the tests.
+No id may end up in two splits, nor may the same content (question and context, as
+compared by :func:`pubmedqa_peft.data.content_key`) under two ids, and every input
+record must end up in exactly one split: this is checked every run
+(:func:`check_partition`), not only in the tests.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ from typing import Any
 
 from pubmedqa_peft import files, paths
 from pubmedqa_peft.config import SplitConfig
-from pubmedqa_peft.data import read_json_object
+from pubmedqa_peft.data import content_key, read_json_object
 from pubmedqa_peft.fetch import fetch_verified
 from pubmedqa_peft.provenance import provenance
+from pubmedqa_peft.redaction import redact_url
 from pubmedqa_peft.stage import PipelineError
 
 log = logging.getLogger(__name__)
@@ -172,17 +175,25 @@ def missing_ids(records: Sequence[dict[str, Any]], ids: Mapping[str, Any] | Sequ
 
 
 def check_partition(splits: Mapping[str, Sequence[dict[str, Any]]], records: Sequence[dict[str, Any]]) -> None:
-    """Check that the splits hold every record exactly once and share no id.
+    """Check that the splits hold every record exactly once and share no id or content.
+
+    Content is compared by :func:`~pubmedqa_peft.data.content_key`, so a record copied
+    under another id (which cleaning drops, but a clean table from elsewhere may hold)
+    cannot leak from train into test. The same content twice within one split is no
+    leak and is let through; a record with neither question nor context has no content
+    to compare.
 
     Args:
         splits: The split name -> records mapping to check.
         records: The records that were split.
 
     Raises:
-        PipelineError: Naming the first id found in two splits (or twice in one), and
-            the number of records lost or added.
+        PipelineError: Naming the first id found in two splits (or twice in one), the
+            first two ids in different splits with the same content, or the number of
+            records lost or added.
     """
     where: dict[str, str] = {}
+    first_with: dict[tuple[str, str], tuple[str, str]] = {}  # content_key -> (id, split) seen first
     for name, rows in splits.items():
         for r in rows:
             if r["id"] in where:
@@ -190,6 +201,15 @@ def check_partition(splits: Mapping[str, Sequence[dict[str, Any]]], records: Seq
                     f"split: record {r['id']!r} is in both {where[r['id']]} and {name}; splits must not overlap"
                 )
             where[r["id"]] = name
+            key = content_key(r)
+            if key == ("", ""):
+                continue
+            first_id, first_split = first_with.setdefault(key, (r["id"], name))
+            if first_split != name:
+                raise PipelineError(
+                    f"split: records {first_id!r} ({first_split}) and {r['id']!r} ({name}) have the same question "
+                    "and context; splits must not overlap"
+                )
     expected = {r["id"] for r in records}
     if set(where) != expected:
         lost, extra = len(expected - set(where)), len(set(where) - expected)
@@ -270,7 +290,7 @@ def load_official_test_ids(cfg: SplitConfig, timeout_s: float) -> dict[str, Any]
         )
         ids, _repeated = read_json_object(path)
     if not ids:
-        raise PipelineError(f"split.official_test_ids: {cfg.official_test_ids} holds no PMID")
+        raise PipelineError(f"split.official_test_ids: {redact_url(cfg.official_test_ids)} holds no PMID")
     return dict(ids)
 
 

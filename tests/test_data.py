@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -17,6 +18,7 @@ from pubmedqa_peft.data import (
     RawRecord,
     clean,
     clean_records,
+    content_key,
     log_drops,
     normalize_whitespace,
     read_raw,
@@ -25,15 +27,23 @@ from pubmedqa_peft.stage import PipelineError
 
 KEEP = ("yes", "no")
 
+_record_numbers = itertools.count(1)
+_UNIQUE = object()
+
 
 def record(
-    question: Any = "Does X cause Y?",
+    question: Any = _UNIQUE,
     contexts: Any = ("First passage.", "Second passage."),
     label: Any = "yes",
     **extra: Any,
 ) -> dict[str, Any]:
+    """A raw PQA-L record; its default question is new on every call.
+
+    So records of a test are never content duplicates of each other by accident, only
+    where the test gives the same question on purpose.
+    """
     rec = {
-        "QUESTION": question,
+        "QUESTION": f"Does X cause Y in case {next(_record_numbers)}?" if question is _UNIQUE else question,
         "CONTEXTS": list(contexts) if isinstance(contexts, tuple) else contexts,
         "LABELS": ["BACKGROUND", "RESULTS"],
         "MESHES": ["Humans", "Adult"],
@@ -127,17 +137,18 @@ def test_clean_builds_the_table_columns(io: Outputs) -> None:
 
 def test_clean_metrics_count_everything(io: Outputs) -> None:
     raw = {
-        "1": record(label="yes"),
+        "1": record(question="Does A cause B?", label="yes"),
         "2": record(label="no"),
         "3": record(label="maybe"),
         "4": record(label="yes"),
         "5": record(label="Yes "),
         "6": record(question=""),
+        "7": record(question="DOES A CAUSE B?", label="yes"),
     }
     io.write(raw)
     io.run()
     metrics = json.loads(io.metrics.read_text())
-    assert metrics["records_in"] == 6
+    assert metrics["records_in"] == 7
     assert metrics["records_out"] == 3
     assert metrics["dropped"] == {
         "duplicate_id": 0,
@@ -145,6 +156,7 @@ def test_clean_metrics_count_everything(io: Outputs) -> None:
         "empty_question": 1,
         "empty_context": 0,
         "maybe": 1,
+        "duplicate_content": 1,
     }
     assert list(metrics["dropped"]) == list(DROP_REASONS)
     assert metrics["labels"] == {"yes": 2, "no": 1}
@@ -217,13 +229,75 @@ def test_a_maybe_record_with_a_defect_is_counted_as_the_defect() -> None:
 def test_duplicate_pmid_in_raw_text_keeps_the_first(io: Outputs) -> None:
     first = json.dumps(record(question="First?"))
     second = json.dumps(record(question="Second?", label="no"))
-    io.write(f'{{"5": {first}, "6": {json.dumps(record())}, "5": {second}, "5": {second}}}')
+    io.write(f'{{"5": {first}, "6": {json.dumps(record(question="Other?"))}, "5": {second}, "5": {second}}}')
     result = io.run()
     assert result.records_in == 4
     assert result.dropped["duplicate_id"] == 2
-    assert [(r["id"], r["question"]) for r in result.records] == [("5", "First?"), ("6", "Does X cause Y?")]
+    assert [(r["id"], r["question"]) for r in result.records] == [("5", "First?"), ("6", "Other?")]
     assert result.dropped_records == [("5", "duplicate_id", ""), ("5", "duplicate_id", "")]
     assert [r["id"] for r in files.read_jsonl(io.out)] == ["5", "6"]
+
+
+def test_same_content_under_another_pmid_keeps_the_first(io: Outputs) -> None:
+    io.write(
+        {
+            "1": record(question="Does X cause Y?", contexts=["First passage.", "Second passage."]),
+            "2": record(question=" does x\n CAUSE y? ", contexts=["FIRST passage.", "", "second\tpassage."]),
+            "3": record(question="Does X cause Y?", contexts=["First passage. Second passage."], label="no"),
+            "4": record(question="Does X cause Y", contexts=["First passage.", "Second passage."]),
+            "5": record(question="Does X cause Y?", contexts=["Second passage.", "First passage."]),
+        }
+    )
+    result = io.run()
+    # 2 differs in case and whitespace only, 3 only in where the passages break: copies of 1.
+    # 4 (no question mark) and 5 (passages swapped) are other content.
+    assert [r["id"] for r in files.read_jsonl(io.out)] == ["1", "4", "5"]
+    metrics = json.loads(io.metrics.read_text())
+    assert (metrics["records_in"], metrics["records_out"], metrics["dropped"]["duplicate_content"]) == (5, 3, 2)
+    assert result.dropped_records == [
+        ("2", "duplicate_content", "same question and context as record 1"),
+        ("3", "duplicate_content", "same question and context as record 1, which is labelled 'yes', this one 'no'"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("Is the \ufb01brosis reversible?", "Is the fibrosis reversible?", True),  # ligature
+        ("Is \uff38 safe?", "Is x safe?", True),  # full-width letter
+        ("Caf\u00e9?", "Cafe\u0301?", True),  # composed vs combining accent
+        ("Dose in m\u00b2?", "Dose in m2?", True),  # superscript
+        ("STRASSE?", "stra\u00dfe?", True),  # case folding, not just lower()
+        ("Is a, b safe?", "Is a b safe?", False),  # punctuation counts
+        ("Is a better than b?", "Is b better than a?", False),  # word order counts
+        ("Is 10 mg enough?", "Is 1.0 mg enough?", False),  # digits count
+    ],
+)
+def test_content_key_ignores_case_unicode_form_and_whitespace_only(a: str, b: str, same: bool) -> None:
+    context = " Some  context.\n"
+    assert (
+        content_key({"question": a, "context": context}) == content_key({"question": b, "context": context})
+    ) == same
+    assert (content_key({"question": "Q?", "context": a}) == content_key({"question": "Q?", "context": b})) == same
+
+
+def test_question_and_context_are_compared_apart() -> None:
+    # Moving words across the question/context boundary makes different content.
+    assert content_key({"question": "A b", "context": "c"}) != content_key({"question": "A", "context": "b c"})
+
+
+def test_a_record_repeating_only_a_dropped_record_is_kept() -> None:
+    result = cleaned(
+        {
+            "1": record(question="Q?", label="maybe"),
+            "2": record(question="Q?", label="yes"),
+            "3": record(question="", contexts=["Shared."]),
+            "4": record(question="", contexts=["Shared."]),
+        }
+    )
+    assert [r["id"] for r in result.records] == ["2"]
+    assert result.dropped["maybe"] == 1 and result.dropped["empty_question"] == 2
+    assert result.dropped["duplicate_content"] == 0
 
 
 def test_warnings_are_capped(caplog: pytest.LogCaptureFixture) -> None:
@@ -351,4 +425,6 @@ def test_real_data_counts(shared_data: Path, tmp_path: Path) -> None:
     assert metrics["dropped"] == dict.fromkeys(DROP_REASONS, 0) | {"maybe": 110}
     rows = files.read_jsonl(out)
     assert rows == result.records and len({r["id"] for r in rows}) == 890
+    # PQA-L holds no content duplicates: the counts above are those from before they were looked for.
+    assert metrics["dropped"]["duplicate_content"] == 0 and len({content_key(r) for r in rows}) == 890
     assert all(r["question"] and r["context"] and "  " not in r["context"] for r in rows)

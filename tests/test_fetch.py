@@ -19,6 +19,8 @@ from pubmedqa_peft.stage import PipelineError
 PAYLOAD = b'{"1": {"QUESTION": "q?"}}\n' * 50
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 UNREACHABLE = "http://127.0.0.1:9/ori_pqal.json"  # discard port: refused at once, never leaves the machine
+SECRETS = ("s3cret-pw", "tok-abc123")
+"""The password and the token of the credentialed sources below: never to be shown."""
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -134,6 +136,81 @@ def test_unreachable_url_tells_how_to_use_a_local_copy(tmp_path: Path) -> None:
     assert "dvc exp run -S 'ingest.source=../shared/data/pubmedqa/ori_pqal.json'" in msg
     assert "params.yaml" in msg
     assert leftovers(out) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "http://user:s3cret-pw@127.0.0.1:9/ori_pqal.json?token=tok-abc123&dl=1",
+            "http://***@127.0.0.1:9/ori_pqal.json?token=***&dl=***",
+        ),
+        # Without a port, urllib's own reason echoes the password: "nonnumeric port: 's3cret-pw@127.0.0.1'".
+        (
+            "http://user:s3cret-pw@127.0.0.1/ori_pqal.json?token=tok-abc123",
+            "http://***@127.0.0.1/ori_pqal.json?token=***",
+        ),
+    ],
+)
+def test_unreachable_credentialed_url_is_shown_without_its_secrets(tmp_path: Path, url: str, shown: str) -> None:
+    with pytest.raises(PipelineError) as err:
+        fetch_verified(url, tmp_path / "ori_pqal.json", PAYLOAD_SHA, 5, "ingest.source")
+    msg = str(err.value)
+    assert msg.startswith(f"ingest.source: could not download {shown} (timeout 5 s): ")
+    assert not [s for s in SECRETS if s in msg] and "user:" not in msg
+    assert "dvc exp run -S 'ingest.source=../shared/data/pubmedqa/ori_pqal.json'" in msg
+    assert leftovers(tmp_path) == []
+
+
+def test_every_message_naming_the_source_redacts_it(tmp_path: Path, source: Path) -> None:
+    token = "?token=tok-abc123"  # a file: URL's query is ignored when reading, but must not be shown
+    missing = (tmp_path / "nope.json").as_uri()
+    cases = {
+        f"{source.as_uri()}{token}": f"SHA-256 mismatch for {source.as_uri()}?token=***\n",
+        f"{missing}{token}": f"local file '{missing}?token=***' not found",
+        f"ftp://user:s3cret-pw@example.invalid/x.json{token}": "'ftp://***@example.invalid/x.json?token=***'; use",
+    }
+    for url, shown in cases.items():
+        with pytest.raises(PipelineError) as err:
+            fetch_verified(url, tmp_path / "out" / "raw.json", "0" * 64, 5, "ingest.source")
+        assert shown in str(err.value)
+        assert not [s for s in SECRETS if s in str(err.value)]
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_ingest_log_shows_the_source_redacted(tmp_path: Path, source: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="pubmedqa_peft.fetch"):
+        ingest(IngestConfig(source=f"{source.as_uri()}?token=tok-abc123", sha256=PAYLOAD_SHA), tmp_path / "raw.json")
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "pubmedqa_peft.fetch"]
+    assert line.startswith(f"ingest: {source.as_uri()}?token=*** -> ")
+
+
+@pytest.mark.parametrize(
+    ("prefix", "host"),
+    [
+        ("file://otherhost", "otherhost"),
+        ("file://localhost:8080", "localhost:8080"),
+        ("file://u:s3cret-pw@localhost", "***@localhost"),
+    ],
+)
+def test_file_url_naming_a_host_is_refused(tmp_path: Path, source: Path, prefix: str, host: str) -> None:
+    # The path exists on this machine, so reading it instead would silently "work".
+    url = f"{prefix}{source}"
+    with pytest.raises(PipelineError) as err:
+        fetch_verified(url, tmp_path / "out" / "raw.json", PAYLOAD_SHA, 5, "ingest.source")
+    shown = url.replace("u:s3cret-pw@", "***@")
+    assert str(err.value) == (
+        f"ingest.source: '{shown}' names host '{host}', but a file:// URL can only read this machine's files; "
+        "use a plain local path or file:///abs/path"
+    )
+    assert leftovers(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("prefix", ["file://", "file://localhost", "FILE://LocalHost"])
+def test_file_url_with_no_host_or_localhost_is_read(tmp_path: Path, source: Path, prefix: str) -> None:
+    dest = tmp_path / "raw.json"
+    fetch_verified(f"{prefix}{source}", dest, PAYLOAD_SHA, 5, "ingest.source")
+    assert dest.read_bytes() == PAYLOAD
 
 
 def test_dns_failure_is_reported_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -159,6 +159,39 @@ def test_check_partition_raises_on_overlap() -> None:
         check_partition(splits, records)
 
 
+def test_check_partition_raises_on_the_same_content_in_two_splits() -> None:
+    records = make_records(6, 4)
+    original = records[2]
+    copy = original | {"id": "99999", "question": original["question"].upper(), "context": f" {original['context']}\n"}
+    splits = {"train": records[:6], "val": records[6:8], "test": [*records[8:], copy]}
+    with pytest.raises(PipelineError) as err:
+        check_partition(splits, [*records, copy])
+    assert str(err.value) == (
+        f"split: records '{original['id']}' (train) and '99999' (test) have the same question and context; "
+        "splits must not overlap"
+    )
+
+
+def test_check_partition_lets_through_what_is_no_leak() -> None:
+    # The same content twice within one split, and records with no text at all.
+    records = make_records(6, 4)
+    copy = records[0] | {"id": "99999"}
+    bare = [{"id": f"bare{i}", "label": "yes"} for i in range(3)]
+    splits = {"train": [*records[:6], copy, bare[0]], "val": [*records[6:8], bare[1]], "test": [*records[8:], bare[2]]}
+    check_partition(splits, [*records, copy, *bare])
+
+
+def test_split_stage_refuses_a_clean_table_with_copied_content(tmp_path: Path) -> None:
+    # Every record twice under two ids: some pair is bound to straddle two splits.
+    originals = make_records(10, 10)
+    copies = [r | {"id": f"9{r['id']}"} for r in originals]
+    clean_path = write_clean(tmp_path, originals + copies)
+    out, metrics = tmp_path / "splits", tmp_path / "split.json"
+    with pytest.raises(PipelineError, match=r"^split: records '9?\d+' \(\w+\) and '9?\d+' \(\w+\) have the same"):
+        split(SplitConfig(), clean_path=clean_path, splits_dir=out, metrics_path=metrics)
+    assert not out.exists() and not metrics.exists()
+
+
 def test_check_partition_raises_on_a_lost_record() -> None:
     records = make_records(6, 4)
     splits = {"train": records[:6], "val": records[6:8], "test": records[8:9]}
@@ -295,6 +328,23 @@ def test_official_strategy_unreachable_url_says_how_to_fix(tmp_path: Path) -> No
     with pytest.raises(PipelineError) as err:
         split(cfg, 5, clean_path=clean_path, splits_dir=tmp_path / "s", metrics_path=tmp_path / "m.json")
     assert "dvc exp run -S 'split.official_test_ids=../shared/data/pubmedqa/test_ground_truth.json'" in str(err.value)
+
+
+def test_official_ids_url_token_is_in_no_message_or_metrics(tmp_path: Path) -> None:
+    clean_path = write_clean(tmp_path, make_records(20, 20))
+    id_file, sha = write_official(tmp_path, {"10000": "yes"})
+    url = f"{id_file.as_uri()}?token=abc123"  # a file: URL ignores its query: the same file
+    cfg = SplitConfig(strategy="official", official_test_ids=url, official_test_ids_sha256=sha)
+    split(cfg, clean_path=clean_path, splits_dir=tmp_path / "s", metrics_path=tmp_path / "m.json")
+    metrics = (tmp_path / "m.json").read_text()
+    assert "abc123" not in metrics
+    assert json.loads(metrics)["provenance"]["config"]["split"]["official_test_ids"] == f"{id_file.as_uri()}?token=***"
+
+    id_file.write_text("{}", encoding="utf-8")
+    empty = cfg.model_copy(update={"official_test_ids_sha256": hashlib.sha256(b"{}").hexdigest()})
+    with pytest.raises(PipelineError) as err:
+        split(empty, clean_path=clean_path, splits_dir=tmp_path / "s2", metrics_path=tmp_path / "m2.json")
+    assert str(err.value) == f"split.official_test_ids: {id_file.as_uri()}?token=*** holds no PMID"
 
 
 # --- real data ------------------------------------------------------------------------------
