@@ -50,6 +50,13 @@ HUB_FILE_PATTERNS = ("*.json", "*.safetensors", "*.model")
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 ADAPTER_WEIGHT_FILE = "adapter_model.safetensors"
 ADAPTER_PICKLE_FILE = "adapter_model.bin"
+OFFLINE_MODEL_DIR = "$HOME/.cache/pubmedqa-peft/models/tiny-t5"
+"""Where the README and load errors say to build the random-weight smoke-test model (shell syntax).
+
+Absolute, so one ``model.name`` works in direct runs and in queued experiments (which run in a
+copy under ``.dvc/tmp/exps/``, where relative paths point elsewhere); outside the project, so
+neither git nor DVC sees it.
+"""
 
 
 class ModelLoadError(PipelineError):
@@ -66,8 +73,8 @@ def local_directory_advice() -> str:
         "To run without the Hugging Face hub, set model.name to a local model directory "
         "(config.json, model.safetensors, tokenizer files):\n"
         "  - smoke test with a random-weight model: "
-        "`python -m pubmedqa_peft.random_model tiny-t5 models/tiny-t5`, then "
-        "`dvc exp run -S model.name=models/tiny-t5`;\n"
+        f'`python -m pubmedqa_peft.random_model tiny-t5 "{OFFLINE_MODEL_DIR}"`, then '
+        f'`dvc exp run -S "model.name={OFFLINE_MODEL_DIR}"`;\n'
         "  - the real model: on a machine with internet run "
         "`hf download google/flan-t5-small --local-dir flan-t5-small` "
         "(older huggingface_hub: `huggingface-cli download google/flan-t5-small --local-dir flan-t5-small`), "

@@ -3,12 +3,16 @@
 Usage (from the project root)::
 
     python -m pubmedqa_peft.random_model ARCH OUTDIR [--corpus PATH] [--seed N]
+    pubmedqa-peft random-model ARCH OUTDIR ...      # the same, installed as a command
 
 writes OUTDIR in the ordinary Hugging Face layout (``config.json``,
 ``generation_config.json``, ``model.safetensors``, ``tokenizer.json``,
 ``tokenizer_config.json``), so ``model.name=OUTDIR`` loads through exactly the code path
 of the hub model (:func:`pubmedqa_peft.modeling.load_base_model`, ``AutoTokenizer``;
 the tokenizer class is ``T5Tokenizer`` as for ``google/flan-t5-small``).
+The smoke-test model's recommended OUTDIR, the one the README and the load errors name, is
+:data:`pubmedqa_peft.modeling.OFFLINE_MODEL_DIR` (absolute, so the same ``model.name`` also
+works in queued experiments; ``--help`` prints it).
 
 Architectures (``ARCH``):
 
@@ -78,7 +82,7 @@ from typing import Any
 import torch
 
 from pubmedqa_peft import files
-from pubmedqa_peft.modeling import count_parameters
+from pubmedqa_peft.modeling import OFFLINE_MODEL_DIR, count_parameters
 from pubmedqa_peft.prompts import LABELS, format_prompt
 from pubmedqa_peft.stage import PipelineError, setup_logging
 
@@ -497,7 +501,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Write a random-weight T5 model with an offline tokenizer in Hugging Face format.",
     )
     parser.add_argument("arch", choices=sorted(ARCHITECTURES), help="architecture to build")
-    parser.add_argument("outdir", type=Path, help="output directory (replaced if it exists)")
+    parser.add_argument(
+        "outdir",
+        type=Path,
+        help=f'output directory, replaced if it exists (for the smoke-test model: "{OFFLINE_MODEL_DIR}")',
+    )
     parser.add_argument(
         "--corpus",
         type=Path,
