@@ -64,14 +64,18 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count  # noqa: E402
 
 from pubmedqa_peft import modeling, scoring  # noqa: E402
-from pubmedqa_peft.config import METHODS, load_params, parse_params  # noqa: E402
+from pubmedqa_peft.config import load_params, parse_params  # noqa: E402
 from pubmedqa_peft.data import clean_records, read_raw  # noqa: E402
+from pubmedqa_peft.methods import registry  # noqa: E402
 from pubmedqa_peft.prompts import LABELS, fit_prompts_encoded  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import reference  # noqa: E402  (benchmarks/reference.py: the usual way, stock transformers)
 
 log = logging.getLogger("speed")
+
+METHODS = registry.names()
+"""Every registered training method is trained in the training section."""
 
 PQAL = ROOT.parent / "shared" / "data" / "pubmedqa" / "ori_pqal.json"
 CACHE = ROOT / "benchmarks" / ".cache"
@@ -654,7 +658,7 @@ def table(doc: dict[str, Any]) -> str:
             f"| < {GOALS['train_padding']:.0%} | {_ok(full, GOALS['train_padding'], at_most=True)} |"
         )
         lines.append(
-            "| e. peak RSS of training, MB (prompt / prefix / lora) | "
+            f"| e. peak RSS of training, MB ({' / '.join(METHODS)}) | "
             + " / ".join(f"{t[m]['ours']['peak_rss_mb']:.0f}" for m in METHODS)
             + " | "
             + " / ".join(f"{t[m]['padded512']['peak_rss_mb']:.0f}" for m in METHODS)

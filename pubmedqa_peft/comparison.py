@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from pubmedqa_peft import baselines, evaluation, files, modeling, paths, scoring
-from pubmedqa_peft.config import METHODS, Params
+from pubmedqa_peft.config import Params
+from pubmedqa_peft.methods import registry
 from pubmedqa_peft.prompts import LABELS, fit_prompts_encoded
 from pubmedqa_peft.provenance import provenance
 from pubmedqa_peft.stage import PipelineError
@@ -119,9 +120,9 @@ class Comparison:
         """The frozen base model, zero-shot, with the same prompt as the adapters."""
         return self._score_model("base", self.base, self.prompts, self.prompt_ids)
 
-    def adapter(self, method: str) -> MethodResult:
-        """A trained PEFT adapter on a fresh copy of the base model."""
-        model = modeling.load_adapter_model(self.params.model.name, paths.adapter_dir(method), self.device)
+    def trained(self, method: str) -> MethodResult:
+        """A trained method: its adapter on a fresh copy of the base model, or its whole model."""
+        model = modeling.load_trained_model(paths.adapter_dir(method), self.device)
         result = self._score_model(method, model, self.prompts, self.prompt_ids)
         train_metrics = paths.train_metrics_file(method)
         if not train_metrics.exists():
@@ -267,16 +268,20 @@ def run_evaluate_stage(params: Params) -> dict[str, Any]:
         The document written to ``metrics/eval.json``.
     """
     splits = {s: load_split(s) for s in ("train", *EVAL_SPLITS)}
-    for m in METHODS:
-        if not (paths.adapter_dir(m) / "adapter_config.json").exists():
-            raise PipelineError(f"adapter {paths.adapter_dir(m)} is missing: run `dvc repro train_{m}` first")
+    # Every input is checked before the first model is loaded: a missing or unusable
+    # trained model must not stop the stage after minutes of scoring the others.
+    methods = registry.names()
+    for m in methods:
+        modeling.check_trained_model(paths.adapter_dir(m))
+        if not paths.train_metrics_file(m).is_file():
+            raise PipelineError(f"{paths.train_metrics_file(m)} not found: run `dvc repro train_{m}` first")
     cmp = Comparison(params, splits)
     results: dict[str, MethodResult] = {}
     log.info("scoring base (zero-shot)")
     results["base"] = cmp.base_model()
-    for m in METHODS:
-        log.info("scoring adapter %s", m)
-        results[m] = cmp.adapter(m)
+    for m in methods:
+        log.info("scoring %s", m)
+        results[m] = cmp.trained(m)
     log.info("fitting baselines majority and tfidf_logreg")
     results["majority"] = cmp.majority()
     results["tfidf_logreg"] = cmp.tfidf_logreg()

@@ -1,17 +1,31 @@
 """Typed, frozen configuration loaded from ``params.yaml``.
 
-Every section of ``params.yaml`` maps to one pydantic model here. Unknown keys, wrong
-types and bad values are rejected before a stage does any work, with a message that
-names the key and what is allowed.
+Every section of ``params.yaml`` maps to one pydantic model. The shared sections are
+declared here; each training method's ``train_<name>`` section is declared with the
+method in :mod:`pubmedqa_peft.methods.registry`, and :func:`params_model` assembles the
+whole document from both, so a method registered there is validated here with no other
+change. Unknown sections and keys, wrong types and bad values (booleans where a number
+is expected, infinities, NaN) are rejected before a stage does any work, with a message
+that names the key and what is allowed.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from ruamel.yaml import YAML, YAMLError
 
 from pubmedqa_peft import paths
@@ -21,12 +35,24 @@ PQAL_SHA256 = "8b3276be8942ebbd77f3ddcda12c1749bf0e490045a736fd8438ee40cf37a41d"
 TEST_IDS_URL = "https://raw.githubusercontent.com/pubmedqa/pubmedqa/master/data/test_ground_truth.json"
 TEST_IDS_SHA256 = "939fe566f09017d13b1ca64d2ddfee0bc2374b366048152997669cccedc44d51"
 
-METHODS = ("prompt", "prefix", "lora")
 
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-Probability = Annotated[float, Field(ge=0, le=1)]
+def _not_a_bool(value: Any) -> Any:
+    # pydantic's lax mode reads `true` as 1 and 1.0: a typo'd flag would silently become a count.
+    if isinstance(value, bool):
+        raise ValueError("a number is expected, not a boolean")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_a_bool)]
+"""An integer that refuses booleans."""
+Float = Annotated[float, BeforeValidator(_not_a_bool), Field(allow_inf_nan=False)]
+"""A finite float that refuses booleans."""
+PositiveInt = Annotated[Int, Field(gt=0)]
+NonNegativeInt = Annotated[Int, Field(ge=0)]
+PositiveFloat = Annotated[Float, Field(gt=0)]
+Probability = Annotated[Float, Field(ge=0, le=1)]
+LearningRate = Annotated[Float, Field(gt=0, le=10)]
+"""A learning rate: positive; above 10 is a typo even for prompt tuning (PEFT's examples use <= 1)."""
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
@@ -34,20 +60,22 @@ class ConfigError(ValueError):
     """A value in ``params.yaml`` is missing, unknown or invalid."""
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """Base of every ``params.yaml`` section: frozen, unknown keys rejected."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     """Shared ``model`` section: which base model, how long its inputs, where it runs."""
 
     name: str = "google/flan-t5-small"
-    max_source_length: Annotated[int, Field(ge=32)] = 512
+    max_source_length: Annotated[Int, Field(ge=32)] = 512
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     threads: NonNegativeInt = 0
 
 
-class IngestConfig(_Section):
+class IngestConfig(Section):
     """``ingest`` section: where the raw PQA-L file comes from and its expected hash."""
 
     source: str = PQAL_URL
@@ -55,7 +83,7 @@ class IngestConfig(_Section):
     timeout_s: PositiveFloat = 30.0
 
 
-class CleanConfig(_Section):
+class CleanConfig(Section):
     """``clean`` section: which labels are kept."""
 
     keep_labels: tuple[Literal["yes", "no", "maybe"], ...] = ("yes", "no")
@@ -68,7 +96,7 @@ class CleanConfig(_Section):
         return v
 
 
-class SplitFractions(_Section):
+class SplitFractions(Section):
     """Fractions of the stratified split; they must sum to 1."""
 
     train: Probability = 0.8
@@ -83,7 +111,7 @@ class SplitFractions(_Section):
         return self
 
 
-class SplitConfig(_Section):
+class SplitConfig(Section):
     """``split`` section: how cleaned records are divided into train/val/test."""
 
     strategy: Literal["stratified", "official"] = "stratified"
@@ -100,113 +128,120 @@ class SplitConfig(_Section):
         return self
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """Shared ``train`` section, read by every ``train_<method>`` stage."""
 
     epochs: PositiveFloat = 3
     batch_size: PositiveInt = 8
     eval_batch_size: PositiveInt = 16
     gradient_accumulation_steps: PositiveInt = 1
-    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.06
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    warmup_ratio: Annotated[Float, Field(ge=0, lt=1)] = 0.06
+    weight_decay: Annotated[Float, Field(ge=0)] = 0.0
     seed: NonNegativeInt = 42
     logging_steps: PositiveInt = 10
     max_train_examples: PositiveInt | None = None
 
 
-class PromptTuningConfig(_Section):
-    """``train_prompt`` section: soft prompt prepended to the encoder input."""
-
-    lr: PositiveFloat = 0.3
-    num_virtual_tokens: PositiveInt = 20
-    init: Literal["text", "random"] = "text"
-    init_text: str = "Answer the biomedical research question with yes or no."
-
-
-class PrefixTuningConfig(_Section):
-    """``train_prefix`` section: trainable key/value prefixes (PEFT prefix tuning)."""
-
-    lr: PositiveFloat = 0.01
-    num_virtual_tokens: PositiveInt = 20
-    prefix_projection: bool = False
-    encoder_hidden_size: PositiveInt = 512
-
-
-class LoraConfig(_Section):
-    """``train_lora`` section: low-rank adapters on attention projections."""
-
-    lr: PositiveFloat = 1e-3
-    r: PositiveInt = 8
-    alpha: PositiveFloat = 16
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
-    target_modules: tuple[str, ...] = ("q", "v")
-
-    @field_validator("target_modules")
-    @classmethod
-    def _not_empty(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if not v:
-            raise ValueError("name at least one module, e.g. ['q', 'v']")
-        return v
-
-
-class EvaluateConfig(_Section):
+class EvaluateConfig(Section):
     """``evaluate`` section: scoring, baselines and statistics."""
 
     batch_size: PositiveInt = 16
     fewshot_k: tuple[PositiveInt, ...] = (3, 5)
-    tau: Annotated[float, Field(ge=0.5, le=1)] = 0.7
-    tau_grid_step: Annotated[float, Field(gt=0, le=0.5)] = 0.01
+    tau: Annotated[Float, Field(ge=0.5, le=1)] = 0.7
+    tau_grid_step: Annotated[Float, Field(gt=0, le=0.5)] = 0.01
     target_accuracy: Probability = 0.8
     bootstrap: PositiveInt = 1000
     seed: NonNegativeInt = 42
     latency_samples: PositiveInt = 20
     latency_warmup: NonNegativeInt = 3
-    calibration_bins: Annotated[int, Field(ge=2)] = 10
+    calibration_bins: Annotated[Int, Field(ge=2)] = 10
 
 
-class PlotConfig(_Section):
+class PlotConfig(Section):
     """``plot`` section: figures and qualitative reports."""
 
     examples_per_method: PositiveInt = 3
     context_chars: PositiveInt = 300
-    dpi: Annotated[int, Field(ge=50, le=600)] = 120
+    dpi: Annotated[Int, Field(ge=50, le=600)] = 120
 
 
-class Params(_Section):
-    """All of ``params.yaml``."""
+class MethodSection(Section):
+    """Base of every ``train_<method>`` section: what all training methods have."""
+
+    lr: LearningRate
+    """Peak learning rate (linear warm-up, then linear decay)."""
+    weight_decay: Annotated[Float, Field(ge=0)] | None = None
+    """AdamW weight decay of this method; None (the default) uses ``train.weight_decay``."""
+
+
+class Params(Section):
+    """All of ``params.yaml``: the shared sections declared here.
+
+    The model that :func:`parse_params` validates with is a subclass made by
+    :func:`params_model`, which adds one ``train_<name>`` field per registered method;
+    read those sections with :meth:`method`.
+    """
 
     model: ModelConfig = ModelConfig()
     ingest: IngestConfig = IngestConfig()
     clean: CleanConfig = CleanConfig()
     split: SplitConfig = SplitConfig()
     train: TrainConfig = TrainConfig()
-    train_prompt: PromptTuningConfig = PromptTuningConfig()
-    train_prefix: PrefixTuningConfig = PrefixTuningConfig()
-    train_lora: LoraConfig = LoraConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     plot: PlotConfig = PlotConfig()
 
-    def method(self, name: str) -> PromptTuningConfig | PrefixTuningConfig | LoraConfig:
-        """Return the section of one PEFT method (``prompt``, ``prefix`` or ``lora``)."""
-        if name not in METHODS:
-            raise ConfigError(f"unknown method {name!r}; allowed: {', '.join(METHODS)}")
-        return getattr(self, f"train_{name}")
+    def method(self, name: str) -> Section:
+        """Return the ``train_<name>`` section of one registered training method.
+
+        Raises:
+            ConfigError: If no method of that name is registered.
+        """
+        section = getattr(self, method_section(name), None)
+        if not isinstance(section, Section):
+            allowed = [f.removeprefix("train_") for f in type(self).model_fields if f.startswith("train_")]
+            raise ConfigError(f"unknown method {name!r}; allowed: {', '.join(allowed)}")
+        return section
 
 
-def _format_error(source: str, err: ValidationError) -> str:
+def method_section(name: str) -> str:
+    """The ``params.yaml`` section of a training method (``train_<name>``)."""
+    return f"train_{name}"
+
+
+def params_model() -> type[Params]:
+    """The model of the whole ``params.yaml``: :class:`Params` plus every registered method's section.
+
+    Built from :data:`pubmedqa_peft.methods.sections.SECTIONS` as it is now (and cached
+    for that state), which holds every registered method's section: registering a method
+    makes its section valid and required to be well-formed, with its defaults when absent.
+    """
+    # Imported here, not at the top: the method sections derive from Section above.
+    from pubmedqa_peft.methods.sections import SECTIONS
+
+    return _params_model(tuple(SECTIONS.items()))
+
+
+@functools.cache
+def _params_model(sections: tuple[tuple[str, type[Section]], ...]) -> type[Params]:
+    fields: dict[str, Any] = {method_section(name): (section, section()) for name, section in sections}
+    return create_model("Params", __base__=Params, __doc__=Params.__doc__, **fields)
+
+
+def _format_error(source: str, err: ValidationError, root: type[BaseModel]) -> str:
     lines = [f"{source}: invalid parameters:"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<top level>"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             parent = e["loc"][:-1]
-            model: type[BaseModel] = Params
+            model: type[BaseModel] = root
             for p in parent:
                 field = model.model_fields.get(str(p))
                 ann = field.annotation if field else None
                 if isinstance(ann, type) and issubclass(ann, BaseModel):
                     model = ann
-            msg = f"unknown key; allowed keys here: {', '.join(model.model_fields)}"
+            what = "section" if len(parent) == 0 else "key"
+            msg = f"unknown {what}; allowed {what}s here: {', '.join(model.model_fields)}"
         elif "input" in e and not isinstance(e["input"], dict) and e["type"] != "missing":
             msg = f"{msg} (got {e['input']!r})"
         lines.append(f"  {key}: {msg}")
@@ -230,10 +265,11 @@ def parse_params(data: object, source: str = "params") -> Params:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    model = params_model()
     try:
-        return Params.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_error(source, err)) from None
+        raise ConfigError(_format_error(source, err, model)) from None
 
 
 def load_params(path: Path | str = paths.PARAMS) -> Params:

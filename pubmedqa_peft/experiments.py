@@ -35,12 +35,18 @@ from pathlib import Path
 from typing import Any
 
 from pubmedqa_peft import paths
-from pubmedqa_peft.config import METHODS
+from pubmedqa_peft.methods import registry
 from pubmedqa_peft.stage import PipelineError
 
 EVAL_FILE = paths.EVAL_METRICS.as_posix()
 PARAMS_FILE = paths.PARAMS.as_posix()
-DEFAULT_METRIC_LABEL = f"val macro-F1, best of {', '.join(METHODS)}"
+
+
+def default_metric_label() -> str:
+    """What the default score is, for messages: the best val macro-F1 over the registered methods."""
+    return f"val macro-F1, best of {', '.join(registry.names())}"
+
+
 # Executor states of experiments that have no results of their own yet (or never will).
 _UNFINISHED = ("queued", "running", "failed")
 
@@ -92,7 +98,7 @@ class Choice:
     candidates: int
     skipped: dict[str, int] = field(default_factory=dict)
     """Why entries did not compete: ``queued``/``running``/``failed``, ``no eval metrics``, ``metric missing``."""
-    metric_label: str = DEFAULT_METRIC_LABEL
+    metric_label: str = field(default_factory=default_metric_label)
 
 
 def read_exp_show(repo: Path, all_commits: bool = False) -> list[dict[str, Any]]:
@@ -205,7 +211,7 @@ def score(experiment: Experiment, metric: str | None = None) -> Scored | None:
         experiment: The experiment (or baseline commit).
         metric: A dotted numeric key of ``metrics/eval.json`` (``val.lora.macro_f1``), or
             None for the default: the highest ``val.<method>.macro_f1`` over the trained
-            methods (the first of prompt, prefix, lora on a tie).
+            methods (the first in registry order on a tie).
 
     Returns:
         The score, or None if the experiment has no such metric.
@@ -213,7 +219,7 @@ def score(experiment: Experiment, metric: str | None = None) -> Scored | None:
     if experiment.eval_metrics is None:
         return None
     flat = flatten(experiment.eval_metrics)
-    keys = [metric] if metric else [f"val.{m}.macro_f1" for m in METHODS]
+    keys = [metric] if metric else [f"val.{m}.macro_f1" for m in registry.names()]
     found = [(v, k) for k in keys if (v := _number(flat.get(k))) is not None]
     if not found:
         return None
@@ -260,7 +266,7 @@ def choose_best(doc: Sequence[Mapping[str, Any]], metric: str | None = None, inc
             scored.append(s)
         else:
             skipped["no eval metrics" if exp.eval_metrics is None else "metric missing"] += 1
-    label = metric or DEFAULT_METRIC_LABEL
+    label = metric or default_metric_label()
     if not scored:
         counts = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())) or "none listed"
         hint = (
@@ -351,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="print the best finished experiment by a validation metric, with its changed params",
         description=(
             "Print the best finished experiment of `dvc exp show` by a validation metric. "
-            f"Default score: {DEFAULT_METRIC_LABEL} (val.<method>.macro_f1 in {EVAL_FILE})."
+            f"Default score: {default_metric_label()} (val.<method>.macro_f1 in {EVAL_FILE})."
         ),
     )
     best.add_argument(

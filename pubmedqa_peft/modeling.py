@@ -23,7 +23,7 @@ import functools
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -312,33 +312,99 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_base_model(name: str, device: torch.device, dtype: torch.dtype | None = None) -> PreTrainedModel:
-    """Load the sequence-to-sequence base model of ``model.name`` for inference or PEFT.
+QUANTIZATIONS = ("none", "4bit", "8bit")
+
+
+def quantization_config(quantize: str, compute_dtype: str, setting: str) -> Any:
+    """The bitsandbytes configuration of a quantized base model, checking that bitsandbytes runs here.
+
+    4-bit is QLoRA's NF4 with double quantization (the quantization constants quantized
+    too) computing in ``compute_dtype``; 8-bit is LLM.int8.
+
+    Args:
+        quantize: ``4bit`` or ``8bit``.
+        compute_dtype: ``bfloat16``, ``float16`` or ``float32``.
+        setting: The params key that asked for it, named in errors (``train_lora.quantize``).
+
+    Returns:
+        A ``transformers.BitsAndBytesConfig``.
+
+    Raises:
+        ModelLoadError: If bitsandbytes is missing or cannot run on this machine.
+    """
+    try:
+        import bitsandbytes  # noqa: F401 - imported to check that it loads on this machine
+    except Exception as err:  # ImportError, or a native library that fails to load
+        raise ModelLoadError(
+            f"{setting}={quantize} needs bitsandbytes, which cannot run here ({type(err).__name__}: {err}); "
+            f"set {setting}: none (or install bitsandbytes on a CUDA or x86-64 AVX2 machine)"
+        ) from None
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=getattr(torch, compute_dtype),
+        )
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    raise ValueError(f"unknown quantization {quantize!r}; allowed: {', '.join(QUANTIZATIONS)}")
+
+
+def load_base_model(
+    name: str,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+    *,
+    quantize: str = "none",
+    compute_dtype: str = "float32",
+    setting: str = "quantize",
+) -> PreTrainedModel:
+    """Load the sequence-to-sequence base model of ``model.name`` (or a fully fine-tuned one).
 
     Args:
         name: Hub id or local model directory.
         device: Where the model is moved.
         dtype: Weight dtype; None chooses with :func:`choose_dtype` (float32).
+        quantize: ``none``, or ``4bit`` / ``8bit`` to load the linear layers quantized
+            by bitsandbytes (QLoRA); see :func:`quantization_config`.
+        compute_dtype: Compute dtype of 4-bit layers.
+        setting: The params key behind ``quantize``, named in errors.
 
     Returns:
         The model in eval mode on ``device``.
 
     Raises:
         ModelLoadError: If the directory is missing, incomplete or holds only pickle
-            weights, or the hub cannot provide the model.
+            weights, the hub cannot provide the model, or quantization cannot run here.
     """
     from transformers import AutoModelForSeq2SeqLM
 
     source = _resolve(name, need_weights=True, need_tokenizer=False)
     dtype = dtype or choose_dtype(device)
-    log.info("loading base model from %s (%s on %s)", source, str(dtype).removeprefix("torch."), device)
+    extra: dict[str, Any] = {}
+    if quantize != "none":
+        extra = {
+            "quantization_config": quantization_config(quantize, compute_dtype, setting),
+            "device_map": {"": device},
+        }
+    log.info(
+        "loading base model from %s (%s%s on %s)",
+        source,
+        str(dtype).removeprefix("torch."),
+        "" if quantize == "none" else f", linear layers {quantize} computing in {compute_dtype}",
+        device,
+    )
     try:
         model = AutoModelForSeq2SeqLM.from_pretrained(
-            source, trust_remote_code=False, use_safetensors=True, dtype=dtype, local_files_only=True
+            source, trust_remote_code=False, use_safetensors=True, dtype=dtype, local_files_only=True, **extra
         )
     except (OSError, ValueError) as err:
         raise _load_error("weights", name, err) from None
-    model.to(device)
+    if quantize == "none":
+        model.to(device)  # a quantized model is placed by device_map and cannot be moved
     model.eval()
     from pubmedqa_peft import fastpath
 
@@ -354,8 +420,100 @@ def load_base_model(name: str, device: torch.device, dtype: torch.dtype | None =
     return model
 
 
+def base_model_revision(name: str) -> str | None:
+    """The hub commit that ``name`` resolves to in the local cache, or None for a local directory.
+
+    Args:
+        name: ``model.name``.
+
+    Returns:
+        The snapshot's commit hash (its directory name in the Hugging Face cache), or None.
+    """
+    if Path(name).expanduser().is_dir():
+        return None
+    source = _resolve(name, need_weights=False, need_tokenizer=False)
+    return source.name if source.parent.name == "snapshots" else None
+
+
+def check_trained_model(model_dir: Path | str) -> Any:
+    """Check, without loading anything, that ``model_dir`` holds a complete trained model.
+
+    Evaluation calls this for every method before its first expensive step, so a missing
+    or pickle-only adapter stops it at once rather than after the other methods were scored.
+
+    Args:
+        model_dir: A directory written by ``python -m stages.train <method>``.
+
+    Returns:
+        Its :class:`~pubmedqa_peft.manifest.RunManifest`.
+
+    Raises:
+        ModelLoadError: Naming what is missing and the stage that makes it.
+    """
+    from pubmedqa_peft.manifest import read_manifest
+
+    model_dir = Path(model_dir)
+    stage = f"dvc repro train_{model_dir.name}"
+    if not model_dir.is_dir():
+        raise ModelLoadError(f"trained model directory not found: {model_dir}; train it with `{stage}`")
+    try:
+        manifest = read_manifest(model_dir)
+    except PipelineError as err:
+        raise ModelLoadError(str(err)) from None
+    if manifest.saves == "model":
+        _check_local_dir(model_dir, need_weights=True, need_tokenizer=False)
+        return manifest
+    if not (model_dir / ADAPTER_CONFIG_FILE).is_file():
+        raise ModelLoadError(
+            f"{model_dir} has no {ADAPTER_CONFIG_FILE}: not a complete PEFT adapter; retrain it with `{stage}`"
+        )
+    if not (model_dir / ADAPTER_WEIGHT_FILE).is_file():
+        pickles = (model_dir / ADAPTER_PICKLE_FILE).is_file()
+        pickle_note = " (it has pickle weights, which are refused)" if pickles else ""
+        raise ModelLoadError(f"{model_dir} has no {ADAPTER_WEIGHT_FILE}{pickle_note}; retrain it with `{stage}`")
+    return manifest
+
+
+def load_trained_model(model_dir: Path | str, device: torch.device) -> Any:
+    """Load what a training stage wrote to ``models/<method>``, as its ``run.json`` describes it.
+
+    A PEFT adapter is loaded onto its base model, quantized as it was in training; a
+    fully fine-tuned model is loaded on its own.
+
+    Args:
+        model_dir: A directory written by ``python -m stages.train <method>``.
+        device: Where the model runs.
+
+    Returns:
+        The model in eval mode.
+
+    Raises:
+        ModelLoadError: If the directory, its manifest or its weights are missing or unusable.
+    """
+    manifest = check_trained_model(model_dir)
+    model_dir = Path(model_dir)
+    setting = f"the quantization recorded in {model_dir}/run.json"
+    if manifest.saves == "model":
+        return load_base_model(str(model_dir), device)
+    return load_adapter_model(
+        manifest.base_model,
+        model_dir,
+        device,
+        quantize=manifest.quantize,
+        compute_dtype=manifest.compute_dtype,
+        setting=setting,
+    )
+
+
 def load_adapter_model(
-    base_name: str, adapter_dir: Path | str, device: torch.device, dtype: torch.dtype | None = None
+    base_name: str,
+    adapter_dir: Path | str,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+    *,
+    quantize: str = "none",
+    compute_dtype: str = "float32",
+    setting: str = "quantize",
 ) -> PeftModel:
     """Load a base model with a trained PEFT adapter on top, for inference.
 
@@ -364,6 +522,9 @@ def load_adapter_model(
         adapter_dir: Directory written by a ``train_<method>`` stage (``models/<method>``).
         device: Where the model is moved.
         dtype: Weight dtype of the base model; None chooses with :func:`choose_dtype`.
+        quantize: Quantization of the base model (see :func:`load_base_model`).
+        compute_dtype: Compute dtype of 4-bit layers.
+        setting: Where ``quantize`` came from, named in errors.
 
     Returns:
         The adapted model in eval mode on ``device``.
@@ -387,7 +548,7 @@ def load_adapter_model(
             " (it has pickle weights, which are refused)" if (adapter_dir / ADAPTER_PICKLE_FILE).is_file() else ""
         )
         raise ModelLoadError(f"{adapter_dir} has no {ADAPTER_WEIGHT_FILE}{pickle_note}; retrain it with `{stage}`")
-    base = load_base_model(base_name, device, dtype)
+    base = load_base_model(base_name, device, dtype, quantize=quantize, compute_dtype=compute_dtype, setting=setting)
     log.info("loading adapter from %s", adapter_dir)
     try:
         model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False, use_safetensors=True)
@@ -397,7 +558,8 @@ def load_adapter_model(
             f"could not load the adapter in {adapter_dir} onto {base_name!r}: {type(err).__name__}: {err}. "
             f"If model.name changed since training, retrain with `{stage}`"
         ) from None
-    model.to(device)
+    if quantize == "none":
+        model.to(device)
     model.eval()
     _, total = count_parameters(model)
     log.info("adapter model: %d parameters (base + adapter)", total)

@@ -99,6 +99,7 @@ FIGURE_NAMES = (
     "accuracy_macro_f1",
     "all_methods",
     "footprint",
+    "cost_benefit",
     "loss_curves",
     "latency",
     "confusion",

@@ -27,20 +27,18 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from pubmedqa_peft import paths
-from pubmedqa_peft.config import METHODS
 from pubmedqa_peft.evaluation import expected_calibration_error, reliability_diagram
 from pubmedqa_peft.files import atomic_path
+from pubmedqa_peft.methods import registry
 
 log = logging.getLogger(__name__)
 
 _FEWSHOT = re.compile(r"^fewshot_k(\d+)$")
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable with any colour-vision deficiency.
+# The training methods' colours are declared with them in the method registry.
 _COLORS = {
     "base": "#4D4D4D",  # dark grey: the frozen reference every method is compared with
-    "prompt": "#E69F00",  # orange
-    "prefix": "#0072B2",  # blue
-    "lora": "#009E73",  # bluish green
     "tfidf_logreg": "#D55E00",  # vermillion
     "majority": "#B3B3B3",  # light grey: the floor
 }
@@ -52,15 +50,15 @@ _FALLBACK = ("#56B4E9", "#F0E442", "#8C564B", "#17BECF", "#BCBD22", "#7F7F7F")
 
 _LABELS = {
     "base": "base (zero-shot)",
-    "prompt": "prompt tuning",
-    "prefix": "prefix tuning",
-    "lora": "LoRA",
     "tfidf_logreg": "TF-IDF + log. reg.",
     "majority": "majority class",
 }
 
-PEFT_VS_BASE = ("base", *METHODS)
-"""The methods of the headline figure: the frozen model and the three PEFT methods."""
+
+def trained_vs_base() -> tuple[str, ...]:
+    """The methods of the headline figure: the frozen model and every registered training method."""
+    return ("base", *registry.names())
+
 
 # Applied around each figure function, never globally: importing this module changes no settings.
 _STYLE = {
@@ -103,6 +101,8 @@ def method_color(method: str) -> str:
     """
     if method in _COLORS:
         return _COLORS[method]
+    if method in registry.REGISTRY:
+        return registry.REGISTRY[method].color
     k = _fewshot_k(method)
     if k is not None:
         return _FEWSHOT_SHADES[(k - 1) % len(_FEWSHOT_SHADES)]
@@ -114,11 +114,13 @@ def method_label(method: str) -> str:
     k = _fewshot_k(method)
     if k is not None:
         return f"few-shot (k={k})"
+    if method in registry.REGISTRY:
+        return registry.REGISTRY[method].label
     return _LABELS.get(method, method)
 
 
 def order_methods(methods: Iterable[str]) -> list[str]:
-    """Sort methods for display: base, the PEFT methods, few-shot by K, TF-IDF, majority, then others.
+    """Sort methods for display: base, the trained methods, few-shot by K, TF-IDF, majority, then others.
 
     Args:
         methods: Method names in any order.
@@ -126,7 +128,7 @@ def order_methods(methods: Iterable[str]) -> list[str]:
     Returns:
         The same names in display order.
     """
-    fixed = ["base", *METHODS]
+    fixed = list(trained_vs_base())
     tail = ["tfidf_logreg", "majority"]
 
     def key(m: str) -> tuple[int, int, str]:
@@ -229,7 +231,7 @@ def footprint_methods(test: Mapping[str, Mapping[str, Any]]) -> list[str]:
     Few-shot baselines are left out (they are the base model, same footprint), as is the
     majority baseline (no parameters at all).
     """
-    keep = [m for m in test if m in PEFT_VS_BASE or test[m].get("trainable_params", 0) > 0]
+    keep = [m for m in test if m in trained_vs_base() or test[m].get("trainable_params", 0) > 0]
     return order_methods(keep)
 
 
@@ -580,6 +582,71 @@ def save_figure(fig: Figure, target: Path | str, dpi: int) -> Path:
     return target
 
 
+@_styled
+def plot_cost_benefit(test: Mapping[str, Mapping[str, Any]], train: Mapping[str, Mapping[str, Any]]) -> Figure:
+    """Test macro-F1 against what a method costs: trainable parameters, and peak training memory.
+
+    One point per trained method with its 95% bootstrap CI as a vertical bar; the frozen
+    base model is a grey line (zero trainable parameters cannot sit on a log axis). This
+    is the picture a method is chosen from: how close each gets to full fine-tuning, and
+    at what price.
+
+    Args:
+        test: ``eval.json["test"]``: per method ``macro_f1``, ``macro_f1_ci``, ``trainable_params``.
+        train: Per trained method its ``metrics/train/<method>.json`` (``peak_memory_mb``).
+
+    Returns:
+        The figure: two panels; every point's ``gid`` is its method.
+    """
+    methods = [m for m in order_methods(train) if m in test]
+    fig = Figure(figsize=(11, 4.6), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    panels = (
+        ("trainable_params", "Trainable parameters (log scale)", True),
+        ("peak_memory_mb", "Peak memory while training (MB)", False),
+    )
+    for ax, (key, xlabel, log_x) in zip(axes, panels, strict=True):
+        for method in methods:
+            m = test[method]
+            x = m["trainable_params"] if key == "trainable_params" else train[method].get(key)
+            if x is None or (log_x and x <= 0):
+                continue
+            ci = m["macro_f1_ci"]
+            yerr = [[m["macro_f1"] - ci["low"]], [ci["high"] - m["macro_f1"]]]
+            bars = ax.errorbar(
+                [x],
+                [m["macro_f1"]],
+                yerr=yerr,
+                fmt="o",
+                markersize=8,
+                color=method_color(method),
+                markeredgecolor="black",
+                ecolor=method_color(method),
+                elinewidth=1.5,
+                capsize=4,
+                label=method_label(method),
+            )
+            bars.lines[0].set_gid(method)
+            ax.annotate(method_label(method), (x, m["macro_f1"]), xytext=(7, 4), textcoords="offset points", fontsize=8)
+        if "base" in test:
+            ax.axhline(test["base"]["macro_f1"], color=method_color("base"), linestyle="--", linewidth=1)
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        ax.set_axisbelow(True)
+    axes[0].set_ylabel("Test macro-F1 (95% CI)")
+    axes[0].set_title("Quality vs trainable parameters")
+    axes[1].set_title("Quality vs training memory")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if "base" in test:
+        handles.append(Line2D([], [], color=method_color("base"), linestyle="--"))
+        labels.append(f"{method_label('base')}: {test['base']['macro_f1']:.3f}")
+    fig.legend(handles, labels, loc="outside right center", frameon=False)
+    fig.suptitle("What each method costs and what it gains (one training budget for all)")
+    return fig
+
+
 def render_figures(
     test: Mapping[str, Mapping[str, Any]],
     loss_curves: Mapping[str, Mapping[str, pd.DataFrame]],
@@ -589,6 +656,7 @@ def render_figures(
     bins: int,
     dpi: int,
     out_dir: Path,
+    train: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Path]:
     """Draw and save every figure of the plot stage.
 
@@ -601,16 +669,18 @@ def render_figures(
         bins: ``evaluate.calibration_bins``.
         dpi: ``plot.dpi``.
         out_dir: Where the PNGs go (``plots/figures``, under the project root).
+        train: Per trained method its training metrics (peak memory); None for none.
 
     Returns:
         The written files, in :data:`~pubmedqa_peft.paths.FIGURE_NAMES` order.
     """
     every = order_methods(test)
-    headline = [m for m in PEFT_VS_BASE if m in test]
+    headline = [m for m in trained_vs_base() if m in test]
     builders = {
         "accuracy_macro_f1": lambda: plot_metric_bars(test, headline, "Base model vs PEFT methods on the test split"),
         "all_methods": lambda: plot_metric_bars(test, every, "All methods and baselines on the test split"),
         "footprint": lambda: plot_footprint(test, footprint_methods(test)),
+        "cost_benefit": lambda: plot_cost_benefit(test, train or {}),
         "loss_curves": lambda: plot_loss_curves({m: loss_curves[m] for m in order_methods(loss_curves)}),
         "latency": lambda: plot_latency(test, every),
         "confusion": lambda: plot_confusion(test, every),

@@ -12,6 +12,9 @@ from typing import Any, NamedTuple
 
 from pubmedqa_peft.stage import PipelineError
 
+TEMPLATE_VERSION = "1"
+"""Version of :func:`format_prompt`, recorded with every trained model; bump it when the template changes."""
+
 LABELS = ("no", "yes")
 """Class order used everywhere: index 1 is the positive class ``yes``."""
 

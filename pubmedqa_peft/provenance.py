@@ -20,6 +20,7 @@ PACKAGES = (
     "torch",
     "transformers",
     "peft",
+    "bitsandbytes",
     "accelerate",
     "dvc",
     "dvclive",

@@ -26,9 +26,10 @@ from typing import Any
 import pandas as pd
 
 from pubmedqa_peft import paths
-from pubmedqa_peft.config import METHODS, Params
+from pubmedqa_peft.config import Params
 from pubmedqa_peft.files import read_jsonl, write_text
-from pubmedqa_peft.plotting import PEFT_VS_BASE, method_label, order_methods, render_figures
+from pubmedqa_peft.methods import registry
+from pubmedqa_peft.plotting import method_label, order_methods, render_figures, trained_vs_base
 from pubmedqa_peft.stage import PipelineError
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ _FIGURE_TITLES = {
     "accuracy_macro_f1": "Accuracy and macro-F1 with 95% CIs: base model vs PEFT methods",
     "all_methods": "Accuracy and macro-F1 with 95% CIs: all methods and baselines",
     "footprint": "Parameter footprint: trainable vs total parameters",
+    "cost_benefit": "Test macro-F1 vs trainable parameters and vs peak training memory",
     "loss_curves": "Training and validation loss curves",
     "latency": "Batch-1 latency (median and p90)",
     "confusion": "Confusion matrices",
@@ -93,8 +95,8 @@ class PlotInputs:
 
     @property
     def trained(self) -> list[str]:
-        """The PEFT methods present in ``eval.json``, in display order."""
-        return [m for m in METHODS if m in self.test]
+        """The trained methods present in ``eval.json``, in registry order."""
+        return [m for m in registry.names() if m in self.test]
 
 
 def _require(root: Path, rel: Path, stage: str) -> Path:
@@ -204,7 +206,7 @@ def load_plot_inputs(root: Path = Path(".")) -> PlotInputs:
         predictions[method] = _check_predictions(method, df, int(test[method]["n"]), test_rows)
         coverage[method] = _read_table(root, paths.coverage_file(method), "evaluate", _COVERAGE_COLUMNS)
     train, losses = {}, {}
-    for method in (m for m in METHODS if m in test):
+    for method in (m for m in registry.names() if m in test):
         stage = f"train_{method}"
         train[method] = _read_json(root, paths.train_metrics_file(method), stage)
         losses[method] = {
@@ -535,7 +537,7 @@ def examples_markdown(inputs: PlotInputs, per_method: int, context_chars: int) -
                 out += ["None.", ""]
             for rank, (_, row) in enumerate(chosen.iterrows(), start=1):
                 out += _example_block(rank, row, inputs.test_rows[row["id"]], context_chars)
-    compared = [m for m in PEFT_VS_BASE if m in inputs.predictions]
+    compared = [m for m in trained_vs_base() if m in inputs.predictions]
     split = disagreements(inputs.predictions, compared)
     n = len(inputs.predictions["base"])
     out += [
@@ -583,6 +585,7 @@ def run_plot_stage(params: Params, root: Path = Path(".")) -> list[Path]:
         bins=bins,
         dpi=params.plot.dpi,
         out_dir=root / paths.FIGURES_DIR,
+        train=inputs.train,
     )
     rel_figures = {name: paths.figure_file(name) for name in paths.FIGURE_NAMES}
     write_text(root / paths.SUMMARY_REPORT, summary_markdown(inputs, bins, rel_figures))

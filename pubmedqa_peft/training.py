@@ -1,8 +1,12 @@
-"""How a PEFT method is trained: one method-agnostic function around the Trainer.
+"""How a method is trained: one method-agnostic function around the Trainer.
 
-The loss is the standard token-level cross-entropy of the answer word (``yes`` / ``no``
-plus T5's end-of-sequence token) computed inside the model's forward pass
-(``T5ForConditionalGeneration`` with ``labels``), driven by ``Seq2SeqTrainer``.
+The method (:mod:`pubmedqa_peft.methods.registry`) says how the base model is loaded
+(full precision or quantized) and what trains (a PEFT wrapper, or every weight); the
+rest is the same for all: the same data, epochs, batch, seed and schedule, so methods
+are compared under one training budget. The loss is the standard token-level
+cross-entropy of the answer word (``yes`` / ``no`` plus T5's end-of-sequence token)
+computed inside the model's forward pass (``T5ForConditionalGeneration`` with
+``labels``), driven by ``Seq2SeqTrainer``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from peft import get_peft_model
 from transformers import (
     DataCollatorForSeq2Seq,
     Seq2SeqTrainer,
@@ -31,15 +34,18 @@ from transformers import (
 from transformers.integrations import DVCLiveCallback
 
 from pubmedqa_peft import files, modeling, paths
-from pubmedqa_peft.config import METHODS, Params
-from pubmedqa_peft.methods import peft_config
-from pubmedqa_peft.prompts import LABELS, fit_prompts_encoded, verbalize
+from pubmedqa_peft.config import Params, method_section
+from pubmedqa_peft.manifest import RunManifest, write_manifest
+from pubmedqa_peft.methods import registry
+from pubmedqa_peft.prompts import LABELS, TEMPLATE_VERSION, fit_prompts_encoded, verbalize
 from pubmedqa_peft.provenance import provenance
 from pubmedqa_peft.stage import PipelineError
 
 log = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
+TRAINER_STATE_FILE = "trainer_state.json"
+"""Written last into a checkpoint by the Trainer: a checkpoint without it was cut off mid-save."""
 
 
 class EncodedDataset(torch.utils.data.Dataset):
@@ -71,6 +77,15 @@ class StepDVCLiveCallback(DVCLiveCallback):
             self.live.step = state.global_step
         logs = {self.RENAMES.get(k, k): v for k, v in (logs or {}).items()}
         super().on_log(args, state, control, model=model, logs=logs, **kwargs)
+
+
+class LogLastStep(TrainerCallback):
+    """Log at the last optimizer step too, so a run shorter than ``train.logging_steps`` has a loss curve."""
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: D102
+        if state.global_step >= state.max_steps:
+            control.should_log = True
+        return control
 
 
 def encode_examples(
@@ -117,8 +132,14 @@ def _resume_checkpoint(ckpt_dir: Path, fingerprint: str, tidy: bool = True) -> s
     if ckpt_dir.exists() or not tidy:
         same = marker.exists() and json.loads(marker.read_text()).get("fingerprint") == fingerprint
         checkpoints = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-        if same and checkpoints:
-            return str(checkpoints[-1])
+        complete = [c for c in checkpoints if (c / TRAINER_STATE_FILE).is_file()]
+        if tidy:
+            for c in checkpoints:
+                if c not in complete:
+                    log.warning("removing incomplete checkpoint %s (cut off mid-save: no %s)", c, TRAINER_STATE_FILE)
+                    shutil.rmtree(c)
+        if same and complete:
+            return str(complete[-1])
         if not tidy:
             return None
         log.info("removing stale checkpoints in %s (params or data changed)", ckpt_dir)
@@ -134,6 +155,11 @@ def _peak_memory_mb(device: torch.device) -> float:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # ru_maxrss is in kilobytes on Linux and in bytes on macOS.
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def directory_size(path: Path) -> int:
+    """Bytes of every file under ``path`` (the adapter or model as it lies on disk)."""
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
 def _final_losses(log_history: list[dict[str, Any]]) -> tuple[float | None, float | None]:
@@ -155,14 +181,15 @@ def train_method(
     fingerprint: str,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> dict[str, Any]:
-    """Train one PEFT method and write its adapter, metrics and loss curves.
+    """Train one method and write its adapter (or model), manifest, metrics and loss curves.
 
     Args:
-        method: ``prompt``, ``prefix`` or ``lora``.
+        method: A registered method (:func:`pubmedqa_peft.methods.registry.names`).
         params: The validated parameters.
         train_rows: Training records.
         val_rows: Validation records (loss evaluated each epoch).
-        adapter_out: Directory that receives the adapter, replaced atomically.
+        adapter_out: Directory that receives the adapter (or the whole model, for a
+            method that saves one) and its ``run.json``, replaced atomically.
         metrics_out: JSON file of training metrics.
         plots_out: DVCLive directory for the loss curves, or None to skip DVCLive.
         checkpoints: Directory of per-epoch checkpoints, used to resume a killed run.
@@ -172,12 +199,19 @@ def train_method(
     Returns:
         The training metrics written to ``metrics_out``.
     """
-    if method not in METHODS:
-        raise PipelineError(f"unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    spec = registry.get(method)
+    section = params.method(method)
+    loading = spec.base_loading(section)
     modeling.set_threads(params.model.threads)
     device = modeling.resolve_device(params.model.device)
     tokenizer = modeling.load_tokenizer(params.model.name)
-    base = modeling.load_base_model(params.model.name, device)
+    base = modeling.load_base_model(
+        params.model.name,
+        device,
+        quantize=loading.quantize,
+        compute_dtype=loading.compute_dtype,
+        setting=f"{method_section(method)}.quantize",
+    )
     if params.train.max_train_examples is not None:
         log.info("using the first %d of %d training examples", params.train.max_train_examples, len(train_rows))
         train_rows = train_rows[: params.train.max_train_examples]
@@ -192,7 +226,7 @@ def train_method(
     base.accepts_loss_kwargs = False
     # Seed before wrapping: PEFT initialises the new weights (LoRA A, prefixes) randomly.
     set_seed(params.train.seed)
-    model = get_peft_model(base, peft_config(method, params, base.config, params.model.name))
+    model = spec.build(base, section, params.model.name)
     trainable, total = modeling.count_parameters(model)
     log.info("%s: %d trainable of %d parameters (%.4f%%)", method, trainable, total, 100 * trainable / total)
 
@@ -203,9 +237,9 @@ def train_method(
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.eval_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
-        learning_rate=params.method(method).lr,
+        learning_rate=section.lr,
         warmup_steps=t.warmup_ratio,
-        weight_decay=t.weight_decay,
+        weight_decay=t.weight_decay if section.weight_decay is None else section.weight_decay,
         seed=t.seed,
         data_seed=t.seed,
         logging_steps=t.logging_steps,
@@ -230,7 +264,7 @@ def train_method(
     # Only the main process writes outputs (curves, adapter, metrics); this is what
     # trainer.is_world_process_zero() tests, known before the Trainer exists.
     is_main = args.process_index == 0
-    callbacks = list(callbacks)
+    callbacks = [LogLastStep(), *callbacks]
     live_dir = checkpoints / "dvclive"
     if plots_out is not None and is_main:
         from dvclive import Live
@@ -253,20 +287,27 @@ def train_method(
     wall = time.perf_counter() - start
     final_train, final_val = _final_losses(trainer.state.log_history)
 
+    size_on_disk = None
     if is_main:
-        log.info("saving adapter to %s", adapter_out)
+        log.info("saving %s to %s", spec.saves, adapter_out)
         with files.atomic_path(adapter_out) as tmp:
             model.save_pretrained(str(tmp), safe_serialization=True)
+            write_manifest(tmp, _manifest(method, params, base))
+            size_on_disk = directory_size(tmp)
     n_tokens = sum(len(f["input_ids"]) + len(f["labels"]) for f in train_ds.features)
     metrics = {
         "method": method,
+        "saves": spec.saves,
         "trainable_params": trainable,
         "total_params": total,
         "trainable_pct": 100 * trainable / total,
+        "size_on_disk_bytes": size_on_disk,
+        "quantize": loading.quantize,
         "train_examples": len(train_ds),
         "val_examples": len(val_ds),
         "epochs": t.epochs,
         "steps": trainer.state.global_step,
+        "tokens_seen": round(n_tokens * t.epochs),
         "train_time_s": wall,
         "train_examples_per_s": result.metrics.get("train_samples_per_second"),
         "train_real_tokens_per_s": n_tokens * t.epochs / wall,
@@ -275,7 +316,7 @@ def train_method(
         "final_val_loss": final_val,
         "resumed_from": resume and Path(resume).name,
         "device": device.type,
-        "provenance": provenance(model=params.model, train=params.train, **{f"train_{method}": params.method(method)}),
+        "provenance": provenance(model=params.model, train=params.train, **{method_section(method): section}),
     }
     if is_main:
         files.write_json(metrics_out, metrics)
@@ -288,11 +329,29 @@ def train_method(
     return metrics
 
 
+def _manifest(method: str, params: Params, base: Any) -> RunManifest:
+    """The ``run.json`` of a trained method: what it is and how to load it again."""
+    loading = registry.get(method).base_loading(params.method(method))
+    return RunManifest(
+        method=method,
+        saves=registry.get(method).saves,
+        base_model=params.model.name,
+        base_model_revision=modeling.base_model_revision(params.model.name),
+        model_type=base.config.model_type,
+        labels=LABELS,
+        prompt_template=TEMPLATE_VERSION,
+        max_source_length=params.model.max_source_length,
+        quantize=loading.quantize,
+        compute_dtype=loading.compute_dtype,
+        dtype=str(modeling.choose_dtype(base.device)).removeprefix("torch."),
+    )
+
+
 def run_training_stage(method: str, params: Params) -> dict[str, Any]:
     """The body of a ``train_<method>`` stage: read the splits, train, clean up checkpoints.
 
     Args:
-        method: ``prompt``, ``prefix`` or ``lora``.
+        method: A registered method.
         params: The validated parameters.
 
     Returns:

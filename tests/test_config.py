@@ -6,7 +6,8 @@ from typing import Any
 import pytest
 import yaml
 
-from pubmedqa_peft.config import METHODS, ConfigError, Params, load_params, parse_params
+from pubmedqa_peft.config import ConfigError, Params, load_params, params_model, parse_params
+from pubmedqa_peft.methods import registry
 
 PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -20,11 +21,12 @@ def test_real_params_yaml_loads() -> None:
     assert isinstance(params, Params)
     raw = real_params()
     # Every section in the file is parsed, and its values win over the defaults.
-    assert set(raw) == set(Params.model_fields)
+    assert set(raw) == set(params_model().model_fields)
     assert params.split.seed == raw["split"]["seed"]
     assert params.ingest.sha256 == raw["ingest"]["sha256"]
     assert sorted(params.clean.keep_labels) == ["no", "yes"]
-    assert {m: params.method(m).lr for m in METHODS} == {m: raw[f"train_{m}"]["lr"] for m in METHODS}
+    methods = registry.names()
+    assert {m: params.method(m).lr for m in methods} == {m: raw[f"train_{m}"]["lr"] for m in methods}
 
 
 def test_params_are_frozen() -> None:
@@ -54,6 +56,15 @@ def with_change(section: str, key: str, value: Any) -> dict[str, Any]:
         (with_change("split", "fractions.test", 0.3), "split.fractions", "sum to 1"),
         (with_change("split", "strategy", "random"), "split.strategy", "'random'"),
         (with_change("ingest", "sha256", "abc"), "ingest.sha256", "'abc'"),
+        (with_change("train", "epochs", float("inf")), "train.epochs", "finite"),
+        (with_change("train", "warmup_ratio", float("nan")), "train.warmup_ratio", "finite"),
+        (with_change("train", "batch_size", True), "train.batch_size", "not a boolean"),
+        (with_change("evaluate", "bootstrap", False), "evaluate.bootstrap", "not a boolean"),
+        (with_change("train_lora", "alpha", True), "train_lora.alpha", "not a boolean"),
+        (with_change("train_lora", "quantize", "3bit"), "train_lora.quantize", "'3bit'"),
+        (with_change("train_lora", "target_modules", []), "train_lora.target_modules", "at least one"),
+        (with_change("train_ia3", "lr", 0), "train_ia3.lr", "greater than 0"),
+        (with_change("train_full", "weight_decay", -0.1), "train_full.weight_decay", "greater than or equal"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_key(data: dict[str, Any], key: str, hint: str) -> None:
@@ -69,10 +80,24 @@ def test_unknown_key_lists_the_allowed_ones() -> None:
         parse_params(with_change("train", "epochz", 3))
 
 
-def test_unknown_section_is_rejected() -> None:
+def test_unknown_section_is_rejected_listing_the_sections() -> None:
     data = real_params() | {"trian": {}}
-    with pytest.raises(ConfigError, match="trian: unknown key"):
+    with pytest.raises(ConfigError, match="trian: unknown section; allowed sections here: model, ingest") as err:
         parse_params(data)
+    assert "train_full" in str(err.value)
+
+
+def test_integers_pass_for_floats_and_method_sections_get_their_defaults() -> None:
+    data = with_change("train_full", "lr", 1)
+    del data["train_ia3"]
+    params = parse_params(data)
+    assert params.method("full").lr == 1.0
+    assert params.method("ia3") == registry.get("ia3").section()
+
+
+def test_unknown_method_names_the_registered_ones() -> None:
+    with pytest.raises(ConfigError, match="unknown method 'qlora'; allowed: prompt, prefix, lora, ia3, full"):
+        load_params(PARAMS_YAML).method("qlora")
 
 
 def test_keep_labels_must_be_yes_and_no() -> None:

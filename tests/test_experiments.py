@@ -145,7 +145,7 @@ def test_text_and_json_answers_name_the_experiment_score_and_params(doc):
     _set_val(doc, "glued-chay", "prefix", "macro_f1", 0.8)
     choice = choose_best(doc)
     text = experiments.format_choice(choice)
-    assert "best experiment by val macro-F1, best of prompt, prefix, lora: glued-chay" in text
+    assert "best experiment by val macro-F1, best of prompt, prefix, lora, ia3, full: glued-chay" in text
     assert "0.8000  (val.prefix.macro_f1 in metrics/eval.json)" in text
     assert "train_prompt.lr: 0.3 -> 1.0" in text
     assert "skipped 1 failed, 1 queued, 1 running" in text

@@ -18,11 +18,16 @@ import pytest
 from e2e_support import dvc, run
 from readme_support import commands_starting, option
 
+from pubmedqa_peft.methods import registry
+
 pytestmark = pytest.mark.e2e
 
-METHODS = ("prompt", "prefix", "lora")
+METHODS = registry.names()
 # Methods not retrained by a train_prompt change; their quality metrics must not move.
-UNTOUCHED = re.compile(r"^(val|test)\.(base|prefix|lora|majority|tfidf_logreg)\.(accuracy|macro_f1|roc_auc|ece)$")
+UNTOUCHED = re.compile(
+    rf"^(val|test)\.(base|{'|'.join(m for m in METHODS if m != 'prompt')}|majority|tfidf_logreg)"
+    r"\.(accuracy|macro_f1|roc_auc|ece)$"
+)
 # The README's readable `dvc exp show`, read from it (run with --csv, so columns can be checked).
 _EXP_SHOW = commands_starting("dvc", "exp", "show", "--only-changed")[0]
 EXP_SHOW_KEEP = option(_EXP_SHOW, "--keep")

@@ -294,3 +294,21 @@ def test_count_parameters_of_peft_models(tiny_t5_dir: Path) -> None:
     # The prompt model also holds a reference to the word embeddings: not counted again.
     assert trainable == 5 * prompt_config.num_transformer_submodules * base.config.d_model
     assert total == base_total + trainable
+
+
+def test_quantization_without_bitsandbytes_names_the_key_to_change(tiny_t5_dir, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # importing it now raises ImportError
+    with pytest.raises(ModelLoadError) as err:
+        modeling.load_base_model(str(tiny_t5_dir), CPU, quantize="4bit", setting="train_lora.quantize")
+    message = str(err.value)
+    assert message.startswith("train_lora.quantize=4bit needs bitsandbytes, which cannot run here")
+    assert "set train_lora.quantize: none" in message and "\n" not in message
+
+
+def test_a_4bit_base_has_nf4_layers_computing_in_the_asked_dtype(tiny_t5_dir):
+    model = modeling.load_base_model(str(tiny_t5_dir), CPU, quantize="4bit", compute_dtype="float32")
+    layers = [m for m in model.modules() if type(m).__name__ == "Linear4bit"]
+    assert layers and all(m.weight.quant_type == "nf4" and m.compute_dtype == torch.float32 for m in layers)
+    assert all(m.weight.quant_state.nested for m in layers)  # double quantization

@@ -10,10 +10,11 @@ import pytest
 from e2e_support import commit_all, dvc, read_json, set_params, status, would_run
 
 from pubmedqa_peft import evaluation
-from pubmedqa_peft.config import METHODS
+from pubmedqa_peft.methods import registry
 
 pytestmark = pytest.mark.e2e
 
+METHODS = registry.names()
 ALL_METHODS = {"base", *METHODS, "majority", "tfidf_logreg", "fewshot_k3", "fewshot_k5"}
 PER_METHOD_KEYS = {
     "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "precision", "recall", "confusion", "roc_auc", "ece",
@@ -24,17 +25,22 @@ PER_METHOD_KEYS = {
 
 def test_pipeline_writes_every_output(pipeline_repo):
     for m in METHODS:
-        assert (pipeline_repo / "models" / m / "adapter_model.safetensors").is_file()
-        assert (pipeline_repo / "models" / m / "adapter_config.json").is_file()
+        saved = {p.name for p in (pipeline_repo / "models" / m).iterdir()}
+        if m == "full":
+            assert {"model.safetensors", "config.json", "run.json"} <= saved
+        else:
+            assert {"adapter_model.safetensors", "adapter_config.json", "run.json"} <= saved
         train = read_json(pipeline_repo / "metrics" / "train" / f"{m}.json")
-        assert train["trainable_params"] > 0 and train["total_params"] > train["trainable_params"]
+        assert train["trainable_params"] > 0
+        assert (train["total_params"] == train["trainable_params"]) == (m == "full")
+        assert train["size_on_disk_bytes"] > 0 and train["tokens_seen"] > 0 and train["peak_memory_mb"] > 0
         assert (pipeline_repo / "plots" / "train" / m / "metrics" / "train" / "loss.tsv").is_file()
     doc = read_json(pipeline_repo / "metrics" / "eval.json")
     assert set(doc["test"]) == ALL_METHODS == set(doc["val"])
     for m, metrics in doc["test"].items():
         assert set(metrics) >= PER_METHOD_KEYS, m
     assert doc["provenance"]["versions"]["transformers"]
-    for png in ("accuracy_macro_f1", "all_methods", "footprint", "loss_curves", "latency", "confusion"):
+    for png in ("accuracy_macro_f1", "all_methods", "footprint", "cost_benefit", "loss_curves", "confusion"):
         assert (pipeline_repo / "plots" / "figures" / f"{png}.png").stat().st_size > 10_000
     summary = (pipeline_repo / "reports" / "summary.md").read_text()
     assert all(m in summary for m in ALL_METHODS)
@@ -75,14 +81,16 @@ def test_prefix_param_reruns_only_prefix_and_downstream(clone):
     assert set(status(clone)) == {"evaluate", "plot"}
 
 
-def test_a_prefix_change_reruns_prefix_evaluate_and_plot_only(clone):
-    before = read_json(clone / "metrics" / "train" / "prefix.json")
-    set_params(clone, {"train_prefix.num_virtual_tokens": 4})
+def test_an_ia3_change_reruns_ia3_evaluate_and_plot_only(clone):
+    before = read_json(clone / "metrics" / "train" / "ia3.json")
+    set_params(clone, {"train_ia3.lr": 0.05})
     out = dvc(clone, "repro").stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")}
-    assert ran == {"train_prefix", "evaluate", "plot"}
-    after = read_json(clone / "metrics" / "train" / "prefix.json")
-    assert after["trainable_params"] == before["trainable_params"] // 5  # 20 -> 4 virtual tokens
+    assert ran == {"train_ia3", "evaluate", "plot"}
+    after = read_json(clone / "metrics" / "train" / "ia3.json")
+    assert after["trainable_params"] == before["trainable_params"]
+    assert after["final_train_loss"] != before["final_train_loss"]
+    assert after["provenance"]["config"]["train_ia3"]["lr"] == 0.05
 
 
 def test_evaluate_reports_a_missing_adapter_clearly(clone):

@@ -50,6 +50,7 @@ def figures(inputs) -> dict[str, Figure]:
     return {
         "metric_bars": plotting.plot_metric_bars(inputs.test, every, "all"),
         "footprint": plotting.plot_footprint(inputs.test, plotting.footprint_methods(inputs.test)),
+        "cost_benefit": plotting.plot_cost_benefit(inputs.test, inputs.train),
         "loss": plotting.plot_loss_curves(inputs.losses),
         "latency": plotting.plot_latency(inputs.test, every),
         "confusion": plotting.plot_confusion(inputs.test, every),
@@ -119,6 +120,23 @@ def test_footprint_bars_are_trainable_counts_on_log_scale(figures, inputs) -> No
         assert [b.get_width() for b in bars] == ([trainable] if trainable else [])
     labels = " ".join(t.get_text() for t in ax.texts)
     assert "frozen" in labels and f"{inputs.test['lora']['trainable_pct']:.3g}%" in labels
+
+
+def test_cost_benefit_puts_each_method_at_its_cost_and_macro_f1(figures, inputs) -> None:
+    fig = figures["cost_benefit"]
+    params_ax, memory_ax = fig.axes[:2]
+    assert params_ax.get_xscale() == "log" and memory_ax.get_xscale() == "linear"
+    for method in inputs.train:
+        m = inputs.test[method]
+        points = [a for a in _artists(fig, method) if isinstance(a, Line2D)]
+        assert len(points) == 2, method  # one per panel
+        drawn = sorted((float(p.get_xdata()[0]), float(p.get_ydata()[0])) for p in points)
+        expected = sorted(
+            [(m["trainable_params"], m["macro_f1"]), (inputs.train[method]["peak_memory_mb"], m["macro_f1"])]
+        )
+        assert [c for xy in drawn for c in xy] == pytest.approx([c for xy in expected for c in xy])
+    base = [ln for ln in params_ax.lines if ln.get_linestyle() == "--"]
+    assert base and base[0].get_ydata()[0] == pytest.approx(inputs.test["base"]["macro_f1"])
 
 
 def test_loss_curves_plot_the_tsv_values(figures, inputs) -> None:

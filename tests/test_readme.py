@@ -15,6 +15,7 @@ import yaml
 from readme_support import commands, commands_starting, option
 
 from pubmedqa_peft import modeling
+from pubmedqa_peft.methods import registry
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +26,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 DVC_FIXED_COLUMNS = ("Experiment", "rev", "typ", "Created", "parent", "State", "Executor")
 KEPT_FIXED_COLUMNS = {"Experiment", "Created", "State"}
 SPLITS = ("val", "test")
-PEFT_METHODS = ("prompt", "prefix", "lora")
+PEFT_METHODS = registry.names()
 OTHER_METHODS = ("base", "fewshot_k3", "majority", "tfidf_logreg")
 METRIC_NAMES = ("accuracy", "macro_f1", "macro_f1_ci_low", "roc_auc", "ece", "latency_median_s")
 

@@ -1,0 +1,70 @@
+"""What a trained model directory is: ``models/<method>/run.json``, written beside the weights.
+
+A training stage writes the manifest into the same directory as the adapter (or the
+whole model), so the directory describes itself wherever it goes (``dvc pull``,
+``dvc get``): which base model it applies to, how that base must be loaded (full
+precision or quantized), which method, labels and prompt template produced it. Loading
+a trained model for evaluation reads it from here, not from ``params.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from pubmedqa_peft import files
+from pubmedqa_peft.stage import PipelineError
+
+MANIFEST_FILE = "run.json"
+SCHEMA_VERSION = 1
+
+
+class RunManifest(BaseModel):
+    """The contents of ``run.json``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    method: str
+    saves: Literal["adapter", "model"]
+    """``adapter``: PEFT adapter files to load onto ``base_model``; ``model``: a whole model."""
+    base_model: str
+    """``model.name`` at training time (hub id or directory)."""
+    base_model_revision: str | None = None
+    """The hub snapshot's commit when the base came from the hub; None for a local directory."""
+    model_type: str
+    """``config.model_type`` of the base (``t5``)."""
+    labels: tuple[str, ...]
+    prompt_template: str
+    """Version of :func:`pubmedqa_peft.prompts.format_prompt` the model was trained with."""
+    max_source_length: int
+    quantize: Literal["none", "4bit", "8bit"] = "none"
+    compute_dtype: str = "float32"
+    """Dtype of the quantized layers' compute (meaningful with ``quantize``)."""
+    dtype: str = "float32"
+    """Dtype of the non-quantized weights."""
+
+
+def write_manifest(directory: Path, manifest: RunManifest) -> None:
+    """Write ``run.json`` into ``directory`` (atomically)."""
+    files.write_json(Path(directory) / MANIFEST_FILE, manifest.model_dump(mode="json"))
+
+
+def read_manifest(directory: Path | str) -> RunManifest:
+    """Read ``run.json`` from a trained model directory.
+
+    Raises:
+        PipelineError: If it is missing or malformed, naming the file and the stage that writes it.
+    """
+    path = Path(directory) / MANIFEST_FILE
+    stage = f"dvc repro train_{Path(directory).name}"
+    if not path.is_file():
+        raise PipelineError(f"{path} not found: {directory} is not a complete trained model; retrain it with `{stage}`")
+    try:
+        return RunManifest.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, ValidationError) as err:
+        first = str(err).splitlines()[0]
+        raise PipelineError(f"{path}: not a valid run manifest ({first}); retrain with `{stage}`") from None

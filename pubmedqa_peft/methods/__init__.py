@@ -1,0 +1,1 @@
+"""Training methods: declared once in :mod:`~pubmedqa_peft.methods.registry`, built by its modules."""

@@ -1,0 +1,43 @@
+"""Stage train_<method>: train one registered method (``python -m stages.train <method>``).
+
+Inputs:
+    data/splits/train.jsonl, data/splits/val.jsonl; the base model named by `model.name`.
+Outputs:
+    models/<method>/ (a PEFT adapter: adapter_model.safetensors + adapter_config.json, or
+    for full fine-tuning the whole model: model.safetensors + config.json; and run.json,
+    the manifest saying how to load it),
+    metrics/train/<method>.json (footprint, size on disk, time, tokens seen, throughput,
+    peak memory, final losses, provenance),
+    plots/train/<method>/ (DVCLive loss curves: metrics/train/loss.tsv per logging step,
+    metrics/eval/loss.tsv per epoch).
+Params:
+    model.*, train.*, train_<method>.*
+"""
+
+import sys
+
+from pubmedqa_peft.config import Params
+from pubmedqa_peft.methods import registry
+from pubmedqa_peft.stage import run
+from pubmedqa_peft.training import run_training_stage
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the stage for the method named on the command line."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0] not in registry.names():
+        print(
+            f"usage: python -m stages.train METHOD, where METHOD is one of: {', '.join(registry.names())}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    method = args[0]
+
+    def body(params: Params) -> None:
+        run_training_stage(method, params)
+
+    run(f"train_{method}", body)
+
+
+if __name__ == "__main__":
+    main()
