@@ -13,8 +13,10 @@ import functools
 import logging
 import math
 import re
+import textwrap
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +27,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+from matplotlib.transforms import blended_transform_factory
 
 from pubmedqa_peft import paths
 from pubmedqa_peft.evaluation import expected_calibration_error, reliability_diagram
@@ -150,26 +153,115 @@ def _text_color(fill: str) -> str:
     return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.45 else "white"
 
 
-def _panel_grid(n: int, ncols: int, panel_w: float, panel_h: float) -> tuple[Figure, list[Any]]:
-    """A grid of ``n`` panels; unused cells are removed so ``fig.axes`` has exactly ``n`` panels."""
+def _panel_grid(
+    n: int, ncols: int, panel_w: float, panel_h: float, *, sharex: bool = False, sharey: bool = False
+) -> tuple[Figure, list[Any]]:
+    """A grid of ``n`` panels; unused cells are removed so ``fig.axes`` has exactly ``n`` panels.
+
+    With shared axes matplotlib shows tick labels on the outer panels only; a panel whose
+    neighbour below was removed gets its x tick labels back, or its column would have none.
+    """
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
     fig = Figure(figsize=(panel_w * ncols, panel_h * nrows + 0.6), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=sharex, sharey=sharey)
     flat = list(axes.flat)
     for ax in flat[n:]:
         fig.delaxes(ax)
+    for ax in flat[max(n - ncols, 0) : n]:
+        ax.xaxis.set_tick_params(labelbottom=True)
     return fig, flat[:n]
 
 
+def _outer_labels(axes: Sequence[Any], ncols: int, xlabel: str | None, ylabel: str) -> None:
+    """Axis labels on the bottom panel of each column (None: leave x alone) and the first panel of each row."""
+    ncols = max(1, min(ncols, len(axes)))
+    for i, ax in enumerate(axes):
+        if xlabel is not None and i + ncols >= len(axes):
+            ax.set_xlabel(xlabel)
+        if i % ncols == 0:
+            ax.set_ylabel(ylabel)
+
+
+@dataclass(frozen=True)
+class FigureContext:
+    """What the figures were computed from, printed in each figure's footer.
+
+    A PNG is often read on its own (pasted into slides, a chat, a review), far from
+    ``eval.json``: the footer says which model, which split and how many examples, and
+    which seed, so a number read off the figure can be traced back.
+
+    Attributes:
+        model: The base model (``provenance.config.model.name`` of ``eval.json``).
+        train_seed: ``train.seed`` of the training runs ("42"; "42/7" if the runs differ), if known.
+        eval_seed: ``evaluate.seed`` (bootstrap CIs, few-shot exemplars), if known.
+        train_n: Training examples per training run, if known.
+        val_n: Validation examples the validation loss was measured on, if known.
+    """
+
+    model: str = "unknown model"
+    train_seed: str | None = None
+    eval_seed: str | None = None
+    train_n: str | None = None
+    val_n: str | None = None
+
+    def _join(self, *parts: str | None) -> str:
+        # No-break spaces inside a part: a narrow figure wraps the line between parts, never in "n = 89".
+        return " · ".join(p.replace(" ", "\u00a0") for p in (f"model: {self.model}", *parts) if p)
+
+    def _seeds(self) -> str | None:
+        if self.train_seed and self.eval_seed and self.train_seed != self.eval_seed:
+            return f"train seed {self.train_seed}, evaluate seed {self.eval_seed}"
+        if self.train_seed or self.eval_seed:
+            return f"seed {self.train_seed or self.eval_seed}"
+        return None
+
+    def evaluation(self, n: str) -> str:
+        """Footer of a figure of test-split metrics, e.g. ``model: X · test split, n = 89 · seed 42``.
+
+        Args:
+            n: Test examples per method (``"89"``, or ``"88/89"`` if the methods differ).
+        """
+        return self._join(f"test split, n = {n}", self._seeds())
+
+    def training(self) -> str:
+        """Footer of the loss curves: the model, the train and validation sizes and the training seed."""
+        sizes = [f"{split} split, n = {n}" for split, n in (("train", self.train_n), ("val", self.val_n)) if n]
+        return self._join(*sizes, f"seed {self.train_seed}" if self.train_seed else None)
+
+
+_FOOTER_PT = 8.5
+
+
+def _wrap(fig: Figure, text: str, points: float) -> str:
+    """``text`` wrapped to the width of ``fig`` at a font size of ``points`` (about 0.55 em per character)."""
+    return textwrap.fill(text, max(30, int(fig.get_figwidth() * 72 / (points * 0.55))))
+
+
+def _footer(fig: Figure, *lines: str | None) -> None:
+    """Write ``lines`` (a caption, the context) small and grey below everything else in the figure.
+
+    It is the figure's ``supxlabel``, so constrained layout keeps room for it; that is also
+    why no figure puts its legend below the axes (the two would share the bottom margin and
+    overlap). Its ``gid`` is ``"context"``.
+    """
+    # Wrapped, or a long caption would run off a narrow figure (the loss curves of a single method).
+    text = "\n".join(_wrap(fig, line, _FOOTER_PT) for line in lines if line)
+    if text:
+        fig.supxlabel(text, fontsize=_FOOTER_PT, color="0.25", linespacing=1.5, gid="context")
+
+
 @_styled
-def plot_metric_bars(test: Mapping[str, Mapping[str, Any]], methods: Sequence[str], title: str) -> Figure:
+def plot_metric_bars(
+    test: Mapping[str, Mapping[str, Any]], methods: Sequence[str], title: str, *, footer: str | None = None
+) -> Figure:
     """Accuracy and macro-F1 with their 95% bootstrap CIs, one bar per method in each group.
 
     Args:
         test: ``eval.json["test"]``: per method ``accuracy``, ``accuracy_ci``, ``macro_f1``, ``macro_f1_ci``.
         methods: Which methods to show, in display order.
         title: Figure title.
+        footer: Text under the figure (the :class:`FigureContext` line); None for none.
 
     Returns:
         The figure (one bar per method and metric; each bar's ``gid`` is its method).
@@ -221,7 +313,8 @@ def plot_metric_bars(test: Mapping[str, Mapping[str, Any]], methods: Sequence[st
     ax.set_title(f"{title}\n(bar = point estimate, error bar = 95% bootstrap CI)")
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
-    fig.legend(loc="outside lower center", ncols=min(n, 4), frameon=False)
+    fig.legend(loc="outside right upper", frameon=False)
+    _footer(fig, footer)
     return fig
 
 
@@ -244,12 +337,15 @@ def _count(n: float) -> str:
 
 
 @_styled
-def plot_footprint(test: Mapping[str, Mapping[str, Any]], methods: Sequence[str]) -> Figure:
+def plot_footprint(
+    test: Mapping[str, Mapping[str, Any]], methods: Sequence[str], *, footer: str | None = None
+) -> Figure:
     """Trainable versus total parameters per method, log scale, with the trainable percentage labelled.
 
     Args:
         test: ``eval.json["test"]``: per method ``trainable_params``, ``total_params``, ``trainable_pct``.
         methods: Which methods to show (see :func:`footprint_methods`).
+        footer: Text under the figure (the :class:`FigureContext` line); None for none.
 
     Returns:
         The figure: one total bar (grey) per method and one trainable bar (method colour,
@@ -279,35 +375,52 @@ def plot_footprint(test: Mapping[str, Mapping[str, Any]], methods: Sequence[str]
     ax.set_yticks(y, [method_label(m) for m in methods])
     ax.invert_yaxis()
     ax.set_xlabel("Parameters (count, log scale)")
-    ax.set_title("Parameter footprint: trainable vs total parameters")
+    # The key is in the title: a legend beside the axes would squeeze the bars and their labels, and
+    # below them it would sit on the footer.
+    ax.set_title(
+        "Parameter footprint: trainable vs total parameters\n"
+        "(hatched grey bar = total, coloured bar = trainable, in the method's colour)"
+    )
     ax.grid(axis="x", alpha=0.3, which="major")
     ax.set_axisbelow(True)
-    handles = [
-        Rectangle((0, 0), 1, 1, facecolor="#E5E5E5", edgecolor="0.4", hatch="//", label="total parameters"),
-        Rectangle((0, 0), 1, 1, facecolor="0.55", edgecolor="black", label="trainable parameters (method colour)"),
-    ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
+    _footer(fig, footer)
     return fig
 
 
+# Why the validation points can sit below the training line: said on the figure, as in the README.
+LOSS_GAP_CAPTION = (
+    "Validation loss can sit below training loss without anything being wrong: dropout is active while "
+    "training and off when validating, and each training point is the mean over the steps since the "
+    "previous log (taken with earlier, worse weights), while the validation loss is measured once, "
+    "with the weights at the end of the epoch."
+)
+
+
 @_styled
-def plot_loss_curves(curves: Mapping[str, Mapping[str, pd.DataFrame]]) -> Figure:
+def plot_loss_curves(curves: Mapping[str, Mapping[str, pd.DataFrame]], *, footer: str | None = None) -> Figure:
     """Training loss per logging step (line) and validation loss per epoch (markers), one panel per method.
+
+    Every panel has the same y-axis, starting at 0, so the methods' losses compare at a
+    glance; a caption under the panels says why validation loss can be the lower one.
 
     Args:
         curves: Per method ``{"train": DataFrame(step, loss), "val": DataFrame(step, loss)}``.
+        footer: Text under the caption (the :class:`FigureContext` line); None for none.
 
     Returns:
         The figure: one panel per method, each with a train line and val markers (``gid`` = method).
     """
     methods = list(curves)
-    fig, axes = _panel_grid(len(methods), 3, 4.4, 3.6)
+    ncols = 3
+    fig, axes = _panel_grid(len(methods), ncols, 4.4, 3.6, sharey=True)
     for ax, method in zip(axes, methods, strict=True):
         color = method_color(method)
         train, val = curves[method]["train"], curves[method]["val"]
         ax.set_gid(f"panel:{method}")
         if len(train):
-            (line,) = ax.plot(train["step"], train["loss"], color=color, lw=1.6, label="train (per logging step)")
+            (line,) = ax.plot(
+                train["step"], train["loss"], color=color, lw=1.6, label="train (mean since the previous log)"
+            )
             line.set_gid(method)
         if len(val):
             (marks,) = ax.plot(
@@ -318,18 +431,24 @@ def plot_loss_curves(curves: Mapping[str, Mapping[str, pd.DataFrame]]) -> Figure
                 ms=7,
                 color=color,
                 markeredgecolor="black",
-                label="validation (per epoch)",
+                label="validation (end of epoch)",
             )
             marks.set_gid(method)
         if not len(train) and not len(val):
             ax.text(0.5, 0.5, "no loss logged", transform=ax.transAxes, ha="center", va="center")
         ax.set_title(method_label(method), color="black")
-        ax.set_xlabel("Optimizer step")
-        ax.set_ylabel("Loss (cross-entropy, nats/token)")
+        ax.set_xlabel("Optimizer step")  # every panel: the methods' step counts differ, x is not shared
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper right", fontsize=8)
-    fig.suptitle("Training curves of the PEFT methods")
+    if axes:
+        # Shared, so this sets every panel: cross-entropy is never negative, and a zero floor keeps heights comparable.
+        axes[0].set_ylim(bottom=0)
+    _outer_labels(axes, ncols, None, "Loss (cross-entropy, nats/token)")
+    fig.suptitle(
+        _wrap(fig, "Training and validation loss (the same y-axis in every panel)", _STYLE["figure.titlesize"])
+    )
+    _footer(fig, LOSS_GAP_CAPTION, footer)
     return fig
 
 
@@ -338,12 +457,13 @@ def _ms(seconds: float) -> str:
 
 
 @_styled
-def plot_latency(test: Mapping[str, Mapping[str, Any]], methods: Sequence[str]) -> Figure:
+def plot_latency(test: Mapping[str, Mapping[str, Any]], methods: Sequence[str], *, footer: str | None = None) -> Figure:
     """Batch-1 latency per request: median bar with a whisker up to the 90th percentile.
 
     Args:
         test: ``eval.json["test"]``: per method ``latency_s: {median, p90}`` in seconds.
         methods: Which methods to show, in display order.
+        footer: Text under the figure (the :class:`FigureContext` line); None for none.
 
     Returns:
         The figure: one horizontal bar per method (``gid`` = method), in milliseconds.
@@ -382,16 +502,20 @@ def plot_latency(test: Mapping[str, Mapping[str, Any]], methods: Sequence[str]) 
     ax.set_title("Inference latency: bar = median, whisker = 90th percentile")
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)
+    _footer(fig, footer)
     return fig
 
 
 @_styled
-def plot_confusion(test: Mapping[str, Mapping[str, Any]], methods: Sequence[str]) -> Figure:
+def plot_confusion(
+    test: Mapping[str, Mapping[str, Any]], methods: Sequence[str], *, footer: str | None = None
+) -> Figure:
     """Confusion-matrix heatmaps, one panel per method, with counts and row-normalised rates.
 
     Args:
         test: ``eval.json["test"]``: per method ``confusion[gold][pred]`` counts.
         methods: Which methods to show, in display order.
+        footer: Text under the figure (the :class:`FigureContext` line); None for none.
 
     Returns:
         The figure: one panel per method (axes ``gid`` = ``panel:<method>``, frame in the
@@ -431,6 +555,7 @@ def plot_confusion(test: Mapping[str, Mapping[str, Any]], methods: Sequence[str]
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.8, label="Rate within the gold class (row-normalised)")
     fig.suptitle(f"Test confusion matrices (counts and row-normalised rates, n = {_n(test, methods)})")
+    _footer(fig, footer)
     return fig
 
 
@@ -439,72 +564,173 @@ def _n(test: Mapping[str, Mapping[str, Any]], methods: Sequence[str]) -> str:
     return "/".join(str(x) for x in ns) or "?"
 
 
+def _mark_tau(ax: Any, method: str, metrics: Mapping[str, Any], tau: float, middle: float) -> None:
+    """Mark where ``method`` operates at ``tau`` and label the mark with the threshold.
+
+    The point comes from ``eval.json`` (coverage and selective accuracy at exactly ``tau``), not
+    from the sweep, so it agrees with the summary table even when ``tau`` is off the sweep grid.
+    With nothing answered, selective accuracy is undefined: the mark then sits at coverage 0 on
+    the x-axis line itself (half of it below), where it cannot be read as an accuracy, and no
+    method's mark can vanish.
+    """
+    coverage, accuracy = float(metrics["coverage"]), metrics.get("selective_accuracy")
+    if accuracy is None:
+        # x in data units, y in axes units: on the x-axis line, whatever the y-range.
+        transform, y = blended_transform_factory(ax.transData, ax.transAxes), 0.0
+        text = f"τ = {tau:.2f}: " + ("nothing answered" if coverage == 0 else "accuracy not reported")
+        high = False
+    else:
+        transform, y = ax.transData, float(accuracy)
+        text = f"τ = {tau:.2f}"
+        high = y > middle
+    (mark,) = ax.plot(
+        [coverage],
+        [y],
+        transform=transform,
+        ls="none",
+        marker="D",
+        ms=9,
+        color=method_color(method),
+        markeredgecolor="black",
+        markeredgewidth=1.5,
+        zorder=5,
+        clip_on=False,
+    )
+    mark.set_gid(method)
+    # The label points into the panel, away from the nearest edges, so it is never cut off.
+    right = coverage > 0.5
+    ax.annotate(
+        text,
+        (coverage, y),
+        xycoords=transform,
+        xytext=(-10 if right else 10, -14 if high else 12),
+        textcoords="offset points",
+        ha="right" if right else "left",
+        va="top" if high else "bottom",
+        fontsize=8,
+        bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "0.6", "alpha": 0.9},
+        zorder=6,
+    )
+
+
 @_styled
-def plot_coverage_accuracy(curves: Mapping[str, pd.DataFrame], tau: float) -> Figure:
-    """Selective accuracy against coverage as the confidence threshold tau is swept, one line per method.
+def plot_coverage_accuracy(
+    curves: Mapping[str, pd.DataFrame],
+    test: Mapping[str, Mapping[str, Any]],
+    tau: float,
+    *,
+    footer: str | None = None,
+) -> Figure:
+    """Selective accuracy against coverage as the confidence threshold τ is swept: one panel per method.
+
+    Small multiples, because overlaid the curves and their τ marks hide one another. Each panel
+    draws its method's measured points (one per τ of the sweep grid, joined by thin steps rather
+    than long straight lines that would look measured) over the other methods' curves in light
+    grey, and marks the operating threshold τ, labelled with its value. Coverage runs from 0
+    (left) to 1 (right) in every panel, so raising τ moves a method to the left.
 
     Args:
         curves: Per method a DataFrame with columns ``tau``, ``coverage``, ``selective_accuracy``
-            (NaN where nothing is covered).
-        tau: The operating threshold (``eval.json["tau"]``), marked on every curve.
+            (NaN where nothing is covered), in display order.
+        test: ``eval.json["test"]``: per method ``coverage`` and ``selective_accuracy`` (None when
+            nothing is covered) at ``tau``.
+        tau: The operating threshold (``eval.json["tau"]``).
+        footer: Text under the figure (the :class:`FigureContext` line); None for none.
 
     Returns:
-        The figure: one line per method and one marker at ``tau`` per method that covers
-        anything there (both with ``gid`` = method).
+        The figure: one panel per method (axes ``gid`` = ``panel:<method>``) with the method's
+        curve and its τ mark (both ``gid`` = method), and the other methods' curves in grey
+        (``gid`` = ``others:<method>``).
     """
-    fig = Figure(figsize=(9.5, 5.5), layout="constrained")
-    ax = fig.subplots()
-    for method, df in curves.items():
-        color = method_color(method)
-        ok = df.dropna(subset=["selective_accuracy"])
-        # A constant-confidence method (majority) has a one-point curve: give it a visible marker.
+    methods = list(curves)
+    # Sorted by coverage (the sweep runs up in τ, so down in coverage): steps need x ascending.
+    measured = {
+        m: curves[m].dropna(subset=["selective_accuracy"]).sort_values("coverage", kind="stable") for m in methods
+    }
+    drawn = [float(df["selective_accuracy"].min()) for df in measured.values() if len(df)]
+    drawn += [float(test[m]["selective_accuracy"]) for m in methods if test[m].get("selective_accuracy") is not None]
+    # One y-range for all panels, from a round value just under the lowest accuracy drawn.
+    bottom = max(0.0, math.floor((min(drawn, default=0.5) - 0.02) * 20) / 20)
+    ncols = 4
+    fig, axes = _panel_grid(len(methods), ncols, 3.7, 3.1, sharex=True, sharey=True)
+    for ax, method in zip(axes, methods, strict=True):
+        ax.set_gid(f"panel:{method}")
+        for other in methods:
+            if other != method:
+                df = measured[other]
+                (grey,) = ax.plot(
+                    df["coverage"], df["selective_accuracy"], color="0.85", lw=1, drawstyle="steps-post", zorder=1
+                )
+                grey.set_gid(f"others:{other}")
+        df = measured[method]
+        # A constant-confidence method (majority) has one or two points: large and outlined, or a
+        # light colour would be lost among the grey curves.
+        few = df["coverage"].nunique() <= 2
         (line,) = ax.plot(
-            ok["coverage"],
-            ok["selective_accuracy"],
-            color=color,
-            lw=2,
-            marker="s" if ok["coverage"].nunique() <= 2 else None,
-            ms=7,
-            label=method_label(method),
+            df["coverage"],
+            df["selective_accuracy"],
+            color=method_color(method),
+            lw=1,
+            drawstyle="steps-post",
+            marker="o",
+            ms=7 if few else 3.5,
+            markeredgecolor="black" if few else method_color(method),
+            markeredgewidth=0.8 if few else 0,
+            zorder=3,
+            clip_on=False,
         )
         line.set_gid(method)
-        at = ok[np.isclose(ok["tau"], tau)]
-        if len(at):
-            (mark,) = ax.plot(
-                at["coverage"],
-                at["selective_accuracy"],
-                ls="none",
-                marker="o",
-                ms=10,
-                color=color,
-                markeredgecolor="black",
-                markeredgewidth=1.5,
-                zorder=5,
-            )
-            mark.set_gid(method)
-    tau_proxy = Line2D(
-        [],
-        [],
-        ls="none",
-        marker="o",
-        ms=10,
-        color="white",
-        markeredgecolor="black",
-        markeredgewidth=1.5,
-        label=f"τ = {tau:.2f}",
+        _mark_tau(ax, method, test[method], tau, (bottom + 1) / 2)
+        m = test[method]
+        at = f"coverage {m['coverage']:.2f}"
+        if m.get("selective_accuracy") is not None:
+            at += f", acc. {m['selective_accuracy']:.3f}"
+        ax.set_title(f"{method_label(method)}\nτ = {tau:.2f}: {at}", fontsize=10)
+        ax.grid(alpha=0.3)
+    if axes:  # shared: setting the first panel sets them all
+        axes[0].set_xlim(-0.03, 1.03)
+        axes[0].set_ylim(bottom, 1.02)
+    _outer_labels(
+        axes,
+        ncols,
+        "Coverage (share of questions\nanswered, τ falls →)",
+        "Selective accuracy\n(correct among answered)",
     )
-    handles, _ = ax.get_legend_handles_labels()
-    fig.legend(handles=[*handles, tau_proxy], loc="outside right upper", frameon=False)
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_xlabel("Coverage (fraction of test questions answered)")
-    ax.set_ylabel("Selective accuracy (fraction correct among answered)")
-    ax.set_title("Coverage vs selective accuracy as the confidence threshold τ rises from 0.5 to 1")
-    ax.grid(alpha=0.3)
+    handles = [
+        Line2D(
+            [],
+            [],
+            color="0.3",
+            lw=1,
+            marker="o",
+            ms=3.5,
+            label="this method: one point per τ\nof the sweep (steps join them)",
+        ),
+        Line2D([], [], color="0.85", lw=1, label="the other methods"),
+        Line2D(
+            [],
+            [],
+            ls="none",
+            marker="D",
+            ms=9,
+            color="white",
+            markeredgecolor="black",
+            markeredgewidth=1.5,
+            label=f"operating threshold\nτ = {tau:.2f} (evaluate.tau)",
+        ),
+    ]
+    # Centred on the right: at the top it would run into a wide suptitle.
+    fig.legend(handles=handles, loc="outside right center", frameon=False)
+    fig.suptitle(
+        "Coverage vs selective accuracy on the test split as the confidence threshold τ varies\n"
+        "(a method answers when its confidence ≥ τ: raising τ moves it left, to fewer answers)"
+    )
+    _footer(fig, footer)
     return fig
 
 
 @_styled
-def plot_reliability(predictions: Mapping[str, pd.DataFrame], bins: int) -> Figure:
+def plot_reliability(predictions: Mapping[str, pd.DataFrame], bins: int, *, footer: str | None = None) -> Figure:
     """Reliability diagrams: accuracy per confidence bin against the diagonal, one panel per method.
 
     The bins are those of the reported ECE (:func:`pubmedqa_peft.evaluation.reliability_diagram`),
@@ -513,6 +739,7 @@ def plot_reliability(predictions: Mapping[str, pd.DataFrame], bins: int) -> Figu
     Args:
         predictions: Per method a DataFrame with ``label`` (gold) and ``p_yes``.
         bins: Number of equal-width confidence bins (``evaluate.calibration_bins``).
+        footer: Text under the figure (the :class:`FigureContext` line); None for none.
 
     Returns:
         The figure: one panel per method; one bar per non-empty bin (``gid`` = method),
@@ -557,7 +784,9 @@ def plot_reliability(predictions: Mapping[str, pd.DataFrame], bins: int) -> Figu
         Rectangle((0, 0), 1, 1, facecolor="0.55", edgecolor="black", label="accuracy in bin (method colour)"),
         Line2D([], [], ls="none", marker="_", ms=10, color="black", label="mean confidence in bin"),
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
+    # Centred on the right: at the top it would run into a wide suptitle.
+    fig.legend(handles=handles, loc="outside right center", frameon=False)
+    _footer(fig, footer)
     fig.suptitle(
         f"Reliability diagrams on the test split ({bins} equal-width confidence bins on [{span[0]:g}, {span[1]:g}]; "
         "number in bar = examples)"
@@ -583,7 +812,9 @@ def save_figure(fig: Figure, target: Path | str, dpi: int) -> Path:
 
 
 @_styled
-def plot_cost_benefit(test: Mapping[str, Mapping[str, Any]], train: Mapping[str, Mapping[str, Any]]) -> Figure:
+def plot_cost_benefit(
+    test: Mapping[str, Mapping[str, Any]], train: Mapping[str, Mapping[str, Any]], *, footer: str | None = None
+) -> Figure:
     """Test macro-F1 against what a method costs: trainable parameters, and peak training memory.
 
     One point per trained method with its 95% bootstrap CI as a vertical bar; the frozen
@@ -594,6 +825,7 @@ def plot_cost_benefit(test: Mapping[str, Mapping[str, Any]], train: Mapping[str,
     Args:
         test: ``eval.json["test"]``: per method ``macro_f1``, ``macro_f1_ci``, ``trainable_params``.
         train: Per trained method its ``metrics/train/<method>.json`` (``peak_memory_mb``).
+        footer: Text under the figure (the :class:`FigureContext` line); None for none.
 
     Returns:
         The figure: two panels; every point's ``gid`` is its method.
@@ -644,6 +876,7 @@ def plot_cost_benefit(test: Mapping[str, Mapping[str, Any]], train: Mapping[str,
         labels.append(f"{method_label('base')}: {test['base']['macro_f1']:.3f}")
     fig.legend(handles, labels, loc="outside right center", frameon=False)
     fig.suptitle("What each method costs and what it gains (one training budget for all)")
+    _footer(fig, footer)
     return fig
 
 
@@ -657,6 +890,7 @@ def render_figures(
     dpi: int,
     out_dir: Path,
     train: Mapping[str, Mapping[str, Any]] | None = None,
+    context: FigureContext | None = None,
 ) -> list[Path]:
     """Draw and save every figure of the plot stage.
 
@@ -670,22 +904,38 @@ def render_figures(
         dpi: ``plot.dpi``.
         out_dir: Where the PNGs go (``plots/figures``, under the project root).
         train: Per trained method its training metrics (peak memory); None for none.
+        context: Model, seeds and training sizes for every figure's footer; None: model unknown.
 
     Returns:
         The written files, in :data:`~pubmedqa_peft.paths.FIGURE_NAMES` order.
     """
+    context = context or FigureContext()
     every = order_methods(test)
     headline = [m for m in trained_vs_base() if m in test]
+    shown = footprint_methods(test)
+    trained = [m for m in order_methods(train or {}) if m in test]
+
+    def on_test(methods: Sequence[str]) -> str:
+        return context.evaluation(_n(test, methods))
+
     builders = {
-        "accuracy_macro_f1": lambda: plot_metric_bars(test, headline, "Base model vs PEFT methods on the test split"),
-        "all_methods": lambda: plot_metric_bars(test, every, "All methods and baselines on the test split"),
-        "footprint": lambda: plot_footprint(test, footprint_methods(test)),
-        "cost_benefit": lambda: plot_cost_benefit(test, train or {}),
-        "loss_curves": lambda: plot_loss_curves({m: loss_curves[m] for m in order_methods(loss_curves)}),
-        "latency": lambda: plot_latency(test, every),
-        "confusion": lambda: plot_confusion(test, every),
-        "coverage_accuracy": lambda: plot_coverage_accuracy({m: coverage[m] for m in every}, tau),
-        "reliability": lambda: plot_reliability({m: predictions[m] for m in every}, bins),
+        "accuracy_macro_f1": lambda: plot_metric_bars(
+            test, headline, "Base model vs PEFT methods on the test split", footer=on_test(headline)
+        ),
+        "all_methods": lambda: plot_metric_bars(
+            test, every, "All methods and baselines on the test split", footer=on_test(every)
+        ),
+        "footprint": lambda: plot_footprint(test, shown, footer=on_test(shown)),
+        "cost_benefit": lambda: plot_cost_benefit(test, train or {}, footer=on_test(trained or every)),
+        "loss_curves": lambda: plot_loss_curves(
+            {m: loss_curves[m] for m in order_methods(loss_curves)}, footer=context.training()
+        ),
+        "latency": lambda: plot_latency(test, every, footer=on_test(every)),
+        "confusion": lambda: plot_confusion(test, every, footer=on_test(every)),
+        "coverage_accuracy": lambda: plot_coverage_accuracy(
+            {m: coverage[m] for m in every}, test, tau, footer=on_test(every)
+        ),
+        "reliability": lambda: plot_reliability({m: predictions[m] for m in every}, bins, footer=on_test(every)),
     }
     written = []
     for name in paths.FIGURE_NAMES:

@@ -29,7 +29,7 @@ from pubmedqa_peft import paths
 from pubmedqa_peft.config import Params
 from pubmedqa_peft.files import read_jsonl, write_text
 from pubmedqa_peft.methods import registry
-from pubmedqa_peft.plotting import method_label, order_methods, render_figures, trained_vs_base
+from pubmedqa_peft.plotting import FigureContext, method_label, order_methods, render_figures, trained_vs_base
 from pubmedqa_peft.stage import PipelineError
 
 log = logging.getLogger(__name__)
@@ -322,9 +322,40 @@ def _metrics_row(method: str, m: Mapping[str, Any], best: Mapping[str, float]) -
     ]
 
 
+def _config_section(doc: Mapping[str, Any], section: str) -> dict[str, Any]:
+    """``provenance.config.<section>`` of a metrics file; empty where a level is missing (older files)."""
+    config = (doc.get("provenance") or {}).get("config") or {}
+    return config.get(section) or {}
+
+
+def _joined(values: Sequence[Any]) -> str | None:
+    """Distinct values, sorted and joined by "/" ("42", or "42/7" where runs disagree); None for none."""
+    distinct = sorted({str(v) for v in values if v is not None}, key=lambda v: (len(v), v))
+    return "/".join(distinct) or None
+
+
+def figure_context(inputs: PlotInputs) -> FigureContext:
+    """What every figure's footer states: the model, the seeds, the training and validation sizes.
+
+    Args:
+        inputs: The stage inputs.
+
+    Returns:
+        The context; a field the metrics files do not record is None (left out of the footer).
+    """
+    runs = list(inputs.train.values())
+    return FigureContext(
+        model=str(_config_section(inputs.eval, "model").get("name") or "unknown model"),
+        train_seed=_joined([_config_section(t, "train").get("seed") for t in runs]),
+        eval_seed=_joined([_config_section(inputs.eval, "evaluate").get("seed")]),
+        train_n=_joined([t.get("train_examples") for t in runs]),
+        val_n=_joined([t.get("val_examples") for t in runs]),
+    )
+
+
 def _provenance_line(inputs: PlotInputs, bins: int) -> str:
     prov = inputs.eval.get("provenance") or {}
-    model = ((prov.get("config") or {}).get("model") or {}).get("name", "unknown")
+    model = _config_section(inputs.eval, "model").get("name", "unknown")
     ns = sorted({int(m["n"]) for m in inputs.test.values()})
     revision = prov.get("git_revision", "unknown")
     return (
@@ -586,6 +617,7 @@ def run_plot_stage(params: Params, root: Path = Path(".")) -> list[Path]:
         dpi=params.plot.dpi,
         out_dir=root / paths.FIGURES_DIR,
         train=inputs.train,
+        context=figure_context(inputs),
     )
     rel_figures = {name: paths.figure_file(name) for name in paths.FIGURE_NAMES}
     write_text(root / paths.SUMMARY_REPORT, summary_markdown(inputs, bins, rel_figures))

@@ -20,6 +20,9 @@ from pubmedqa_peft import paths
 from pubmedqa_peft.evaluation import expected_calibration_error
 
 TRAINED = ("prompt", "prefix", "lora")
+MODEL = "google/flan-t5-small"
+SEED = 42
+TRAIN_EXAMPLES, VAL_EXAMPLES = 712, 89
 TOTAL_PARAMS = 76_961_152
 # How well each fake method separates the classes (logit shift towards the gold label).
 SKILL = {"base": 0.5, "prompt": 1.0, "prefix": 0.8, "lora": 1.6, "tfidf_logreg": 0.6}
@@ -138,7 +141,8 @@ def _write_losses(root: Path, method: str, rng: np.random.Generator, steps: int,
     val = []
     for epoch in range(1, epochs + 1):
         step = steps * epoch // epochs
-        val.append([str(t0 + step * 500 + 1), str(step), f"{0.3 + start * np.exp(-step / (steps / 4)):.4f}"])
+        # Below the training loss, as in real runs (no dropout at evaluation; end-of-epoch weights).
+        val.append([str(t0 + step * 500 + 1), str(step), f"{0.2 + 0.8 * start * np.exp(-step / (steps / 4)):.4f}"])
     for path, rows in ((paths.train_loss_file(method), train), (paths.val_loss_file(method), val)):
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text(
@@ -170,9 +174,17 @@ def write_fake_workspace(
     gold = np.array([r["label"] == "yes" for r in rows], dtype=int)
     methods = fake_methods(fewshot_k)
     provenance = {
-        "config": {"model": {"name": "google/flan-t5-small"}, "evaluate": {"tau": 0.7, "calibration_bins": 10}},
+        "config": {
+            "model": {"name": MODEL},
+            "evaluate": {"tau": 0.7, "calibration_bins": 10, "seed": SEED},
+        },
         "versions": {"python": "3.12"},
         "git_revision": "0123456789abcdef0123456789abcdef01234567",
+    }
+    # What the train stages record: the model and the shared train section (the figures' footers read the seed).
+    train_provenance = {
+        **provenance,
+        "config": {"model": {"name": MODEL}, "train": {"epochs": 3, "batch_size": 8, "seed": SEED}},
     }
     test, val = {}, {}
     preds = {method: _p_yes(rng, method, gold) for method in methods}
@@ -232,8 +244,8 @@ def write_fake_workspace(
             "trainable_params": trainable,
             "total_params": TOTAL_PARAMS + trainable,
             "trainable_pct": 100.0 * trainable / (TOTAL_PARAMS + trainable),
-            "train_examples": 712,
-            "val_examples": 89,
+            "train_examples": TRAIN_EXAMPLES,
+            "val_examples": VAL_EXAMPLES,
             "epochs": float(epochs),
             "steps": steps,
             "train_time_s": 600.0 + 100 * i,
@@ -244,7 +256,7 @@ def write_fake_workspace(
             "final_val_loss": 0.35,
             "resumed_from": None,
             "device": "cpu",
-            "provenance": provenance,
+            "provenance": train_provenance,
         }
         (root / paths.TRAIN_METRICS_DIR).mkdir(parents=True, exist_ok=True)
         (root / paths.train_metrics_file(method)).write_text(json.dumps(train_json, indent=2), encoding="utf-8")

@@ -9,7 +9,8 @@ import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 import pytest
-from fake_outputs import fake_methods, write_fake_workspace
+from fake_outputs import MODEL, SEED, TRAIN_EXAMPLES, VAL_EXAMPLES, fake_methods, write_fake_workspace
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -37,11 +38,21 @@ def inputs(workspace: Path):
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
-    """The whole plot stage, run once on its own fake workspace."""
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path], dict[str, Figure]]:
+    """The whole plot stage, run once on its own fake workspace; also the figures it saved, by file stem."""
     root = tmp_path_factory.mktemp("stage")
     write_fake_workspace(root)
-    return root, run_plot_stage(Params(), root)
+    saved: dict[str, Figure] = {}
+    original = plotting.save_figure
+
+    def keep(fig: Figure, target: Path | str, dpi: int) -> Path:
+        saved[Path(target).stem] = fig
+        return original(fig, target, dpi)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plotting, "save_figure", keep)
+        written = run_plot_stage(Params(), root)
+    return root, written, saved
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +65,7 @@ def figures(inputs) -> dict[str, Figure]:
         "loss": plotting.plot_loss_curves(inputs.losses),
         "latency": plotting.plot_latency(inputs.test, every),
         "confusion": plotting.plot_confusion(inputs.test, every),
-        "coverage": plotting.plot_coverage_accuracy(inputs.coverage, inputs.eval["tau"]),
+        "coverage": plotting.plot_coverage_accuracy(inputs.coverage, inputs.test, inputs.eval["tau"]),
         "reliability": plotting.plot_reliability(inputs.predictions, 10),
     }
 
@@ -65,6 +76,25 @@ def _artists(fig: Figure, method: str) -> list:
 
 def _panels(fig: Figure) -> list:
     return [ax for ax in fig.axes if str(ax.get_gid()).startswith("panel:")]
+
+
+def _plain(text: str) -> str:
+    """Footer text as read: wrapped lines joined, no-break spaces as spaces."""
+    return text.replace("\u00a0", " ").replace("\n", " ")
+
+
+def _drawn(fig: Figure):
+    """Lay out and draw ``fig`` off screen; returns the renderer, for the extents of what was drawn."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def _shown_inside(ax, artist: Line2D) -> bool:
+    """Whether the (single) point of ``artist`` lands inside ``ax``'s frame (edges included) once drawn."""
+    x, y = artist.get_transform().transform((artist.get_xdata()[0], artist.get_ydata()[0]))
+    box = ax.bbox
+    return box.x0 - 0.5 <= x <= box.x1 + 0.5 and box.y0 - 0.5 <= y <= box.y1 + 0.5
 
 
 def test_every_method_has_its_own_colour() -> None:
@@ -149,6 +179,20 @@ def test_loss_curves_plot_the_tsv_values(figures, inputs) -> None:
         assert marks.get_linestyle() == "None"
 
 
+def test_loss_panels_share_one_y_range_from_zero_and_say_why_val_is_lower(figures, inputs) -> None:
+    fig = figures["loss"]
+    _drawn(fig)
+    limits = {ax.get_ylim() for ax in _panels(fig)}
+    assert len(limits) == 1  # one y-range: the panels' losses compare by height
+    ((bottom, top),) = limits
+    highest = max(max(c["train"]["loss"].max(), c["val"]["loss"].max()) for c in inputs.losses.values())
+    assert bottom == 0 and top >= highest
+    # The fake, like real runs, has validation below training loss at the end: the figure says why.
+    caption = " ".join(_plain(t.get_text()) for t in fig.findobj(lambda a: a.get_gid() == "context"))
+    assert "dropout" in caption and "mean over the steps since the previous log" in caption
+    assert "end of the epoch" in caption
+
+
 def test_latency_bars_are_medians_in_ms(figures, inputs) -> None:
     fig = figures["latency"]
     for method in METHODS:
@@ -169,21 +213,84 @@ def test_confusion_has_one_panel_per_method_with_counts(figures, inputs) -> None
         assert sum(shown) == inputs.test[method]["n"]
 
 
-def test_coverage_curves_mark_tau(figures, inputs) -> None:
+def _tau_mark(fig: Figure, ax, method: str) -> Line2D:
+    """The operating-τ mark drawn for ``method`` in panel ``ax`` (a one-point Line2D)."""
+    (mark,) = [a for a in _artists(fig, method) if a.axes is ax and len(a.get_xdata()) == 1 and a.get_marker() == "D"]
+    return mark
+
+
+def test_coverage_has_one_panel_per_method_with_its_curve_and_a_visible_tau_mark(figures, inputs) -> None:
     fig = figures["coverage"]
     tau = inputs.eval["tau"]
-    for method in METHODS:
-        artists = _artists(fig, method)
-        line = max(artists, key=lambda a: len(a.get_xdata()))
+    _drawn(fig)
+    panels = _panels(fig)
+    assert [ax.get_gid() for ax in panels] == [f"panel:{m}" for m in inputs.coverage]
+    for ax in panels:
+        method = ax.get_gid().removeprefix("panel:")
+        mine = [a for a in _artists(fig, method)]
+        assert {a.axes for a in mine} == {ax}  # a method's own artists are in its panel only
+        curve = max(mine, key=lambda a: len(a.get_xdata()))
         df = inputs.coverage[method].dropna()
-        np.testing.assert_allclose(line.get_xdata(), df["coverage"])
-        at = df[np.isclose(df["tau"], tau)]
-        markers = [a for a in artists if a is not line]
-        if len(at):
-            assert markers[0].get_xdata() == pytest.approx(at["coverage"].to_list())
-        else:  # nothing covered at tau (the majority baseline): no point to mark
-            assert markers == []
+        np.testing.assert_allclose(sorted(curve.get_xdata()), sorted(df["coverage"]))
+        # Measured points are shown as points (or steps), not as one long straight line.
+        assert curve.get_marker() not in ("None", None, "") or curve.get_drawstyle().startswith("steps")
+        mark = _tau_mark(fig, ax, method)
+        m = inputs.test[method]
+        assert mark.get_visible() and mark.get_markersize() >= 6
+        assert _shown_inside(ax, mark), method
+        assert mark.get_xdata()[0] == pytest.approx(m["coverage"])
+        if m["selective_accuracy"] is not None:
+            assert mark.get_ydata()[0] == pytest.approx(m["selective_accuracy"])
+        # Above the grey curves of the other methods, and labelled with τ in the panel.
+        others = [a for a in ax.lines if str(a.get_gid()).startswith("others:")]
+        assert len(others) == len(panels) - 1 and all(o.get_zorder() < mark.get_zorder() for o in others)
+        labels = [ax.get_title(), *(t.get_text() for t in ax.texts)]
+        assert sum(f"τ = {tau:.2f}" in text for text in labels) >= 2, labels  # title and mark label
     assert any(f"{tau:.2f}" in t.get_text() for t in fig.legends[0].get_texts())
+
+
+def test_coverage_axis_and_title_agree_on_the_direction_of_tau(figures) -> None:
+    fig = figures["coverage"]
+    for ax in _panels(fig):
+        left, right = ax.get_xlim()
+        assert left < 0 < 1 < right  # coverage 0 on the left, 1 on the right, in every panel
+    # Coverage falls as τ rises, so the title must say raising τ moves a method left.
+    assert "raising τ moves it left" in fig.get_suptitle()
+
+
+def test_coverage_mark_stays_visible_when_nothing_is_answered_or_tau_is_off_the_grid() -> None:
+    grid = pd.DataFrame(
+        {"tau": [0.5, 0.6, 0.7, 0.8], "coverage": [1.0, 0.6, 0.3, 0.0], "selective_accuracy": [0.7, 0.8, 0.9, np.nan]}
+    )
+    flat = pd.DataFrame(
+        {"tau": [0.5, 0.6, 0.7, 0.8], "coverage": [1.0, 0.0, 0.0, 0.0], "selective_accuracy": [0.6] + [np.nan] * 3}
+    )
+    # τ = 0.65 is not on the sweep grid: the marks come from eval.json's numbers at exactly τ.
+    test = {
+        "lora": {"coverage": 0.45, "selective_accuracy": 0.85},
+        "majority": {"coverage": 0.0, "selective_accuracy": None},
+    }
+    fig = plotting.plot_coverage_accuracy({"lora": grid, "majority": flat}, test, 0.65)
+    _drawn(fig)
+    lora, majority = _panels(fig)
+    mark = _tau_mark(fig, lora, "lora")
+    assert (mark.get_xdata()[0], mark.get_ydata()[0]) == pytest.approx((0.45, 0.85))
+    mark = _tau_mark(fig, majority, "majority")
+    assert _shown_inside(majority, mark) and mark.get_xdata()[0] == 0.0
+    assert any("nothing answered" in t.get_text() for t in majority.texts)
+
+
+def test_shared_x_keeps_tick_labels_under_a_removed_cell() -> None:
+    # 5 panels in 4 columns: the last three of the first row have no panel below them.
+    curves = {m: pd.DataFrame({"tau": [0.5], "coverage": [1.0], "selective_accuracy": [0.7]}) for m in "abcde"}
+    test = {m: {"coverage": 1.0, "selective_accuracy": 0.7} for m in curves}
+    fig = plotting.plot_coverage_accuracy(curves, test, 0.5)
+    _drawn(fig)
+    panels = _panels(fig)
+    assert len(panels) == 5
+    for ax in panels[1:]:
+        assert all(tick.label1.get_visible() for tick in ax.xaxis.get_major_ticks()), ax.get_gid()
+        assert ax.get_xlabel()
 
 
 def test_reliability_bars_count_every_example_and_match_the_reported_ece(figures, inputs) -> None:
@@ -233,7 +340,7 @@ def test_colours_are_the_same_for_a_method_in_every_figure(figures) -> None:
 
 
 def test_every_figure_is_a_readable_png(rendered) -> None:
-    root, written = rendered
+    root, written, _ = rendered
     expected = [root / paths.figure_file(name) for name in paths.FIGURE_NAMES]
     assert written[: len(expected)] == expected
     for path in expected:
@@ -249,9 +356,16 @@ def test_every_figure_is_a_readable_png(rendered) -> None:
 
 
 def test_png_bytes_are_reproducible(inputs, tmp_path: Path) -> None:
-    first = plotting.save_figure(plotting.plot_latency(inputs.test, METHODS), tmp_path / "a.png", dpi=60)
-    second = plotting.save_figure(plotting.plot_latency(inputs.test, METHODS), tmp_path / "b.png", dpi=60)
-    assert first.read_bytes() == second.read_bytes()
+    footer = plotting.FigureContext(model=MODEL).evaluation("89")
+    draw = {
+        "latency": lambda: plotting.plot_latency(inputs.test, METHODS, footer=footer),
+        # Many small artists (grey curves, markers, labels on blended transforms): a stricter case.
+        "coverage": lambda: plotting.plot_coverage_accuracy(inputs.coverage, inputs.test, 0.7, footer=footer),
+    }
+    for name, build in draw.items():
+        first = plotting.save_figure(build(), tmp_path / f"{name}_a.png", dpi=60)
+        second = plotting.save_figure(build(), tmp_path / f"{name}_b.png", dpi=60)
+        assert first.read_bytes() == second.read_bytes(), name
 
 
 def test_save_figure_leaves_the_old_file_when_drawing_fails(tmp_path: Path, monkeypatch) -> None:
@@ -273,3 +387,31 @@ def test_drawing_changes_no_global_matplotlib_setting(figures) -> None:
     # The house style is applied per figure; the caller's settings are untouched.
     assert mpl.rcParams["axes.spines.top"] is True
     assert mpl.rcParams["font.size"] == mpl.rcParamsDefault["font.size"]
+
+
+def test_every_figure_states_the_model_split_n_and_seed(rendered) -> None:
+    _, _, saved = rendered
+    assert set(saved) == set(paths.FIGURE_NAMES)
+    for name, fig in saved.items():
+        renderer = _drawn(fig)
+        (footer,) = fig.findobj(lambda a: a.get_gid() == "context")
+        text = _plain(footer.get_text())
+        assert f"model: {MODEL}" in text and f"seed {SEED}" in text, name
+        if name == "loss_curves":
+            assert f"train split, n = {TRAIN_EXAMPLES}" in text and f"val split, n = {VAL_EXAMPLES}" in text
+        else:
+            assert "test split, n = 89" in text, name
+        # Inside the picture, and clear of every legend (a legend below the axes would cover it).
+        box = footer.get_window_extent(renderer)
+        assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 and box.y0 >= fig.bbox.y0, name
+        for legend in fig.legends:
+            assert not box.overlaps(legend.get_window_extent(renderer)), name
+
+
+def test_context_line_names_both_seeds_only_when_they_differ() -> None:
+    same = plotting.FigureContext(model="m", train_seed="42", eval_seed="42")
+    assert _plain(same.evaluation("89")) == "model: m · test split, n = 89 · seed 42"
+    both = plotting.FigureContext(model="m", train_seed="42", eval_seed="7", train_n="712")
+    assert "train seed 42, evaluate seed 7" in _plain(both.evaluation("89"))
+    assert _plain(both.training()) == "model: m · train split, n = 712 · seed 42"
+    assert _plain(plotting.FigureContext().evaluation("89")) == "model: unknown model · test split, n = 89"

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fake_outputs import fake_methods, write_fake_workspace
+from fake_outputs import MODEL, SEED, TRAIN_EXAMPLES, VAL_EXAMPLES, fake_methods, write_fake_workspace
 
 from pubmedqa_peft import paths, reports
 from pubmedqa_peft.config import Params
+from pubmedqa_peft.plotting import FigureContext
 from pubmedqa_peft.stage import PipelineError
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -163,6 +164,27 @@ def test_summary_states_provenance(inputs) -> None:
     prov = inputs.eval["provenance"]
     assert prov["git_revision"] in text
     assert prov["config"]["model"]["name"] in text
+
+
+def test_figure_context_comes_from_the_metrics_files(inputs) -> None:
+    assert reports.figure_context(inputs) == FigureContext(
+        model=MODEL, train_seed=str(SEED), eval_seed=str(SEED), train_n=str(TRAIN_EXAMPLES), val_n=str(VAL_EXAMPLES)
+    )
+
+
+def test_figure_context_of_files_without_provenance_or_with_differing_runs(inputs) -> None:
+    # Older metrics files lack provenance: the figures still get a footer, without what is unknown.
+    bare_eval = {k: v for k, v in inputs.eval.items() if k != "provenance"}
+    bare_train = {
+        m: {k: v for k, v in t.items() if k not in ("provenance", "train_examples")} for m, t in inputs.train.items()
+    }
+    bare = reports.PlotInputs(bare_eval, bare_train, {}, {}, {}, {})
+    assert reports.figure_context(bare) == FigureContext(model="unknown model", val_n=str(VAL_EXAMPLES))
+    # Runs that disagree (one retrained with another seed) show every value, not one of them.
+    runs = dict(inputs.train)
+    runs["lora"] = {**runs["lora"], "provenance": {"config": {"train": {"seed": 7}}}}
+    mixed = reports.PlotInputs(inputs.eval, runs, {}, {}, {}, {})
+    assert reports.figure_context(mixed).train_seed == f"7/{SEED}"
 
 
 def test_summary_training_table_lists_the_peft_methods(inputs) -> None:
