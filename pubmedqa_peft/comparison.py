@@ -132,10 +132,19 @@ class Comparison:
         result.total_params = int(trained["total_params"])
         return result
 
-    def fewshot(self, k: int) -> MethodResult:
-        """The base model with ``k`` balanced in-context exemplars from train."""
-        exemplars = baselines.choose_exemplars(self.splits["train"], k, self.params.evaluate.seed)
-        log.info("fewshot_k%d: exemplars %s", k, ", ".join(e["id"] for e in exemplars))
+    def fewshot_prompts(self, k: int) -> tuple[list[Row], dict[str, list[str]]]:
+        """The ``k`` exemplars and the few-shot prompts of every split, checked before any scoring.
+
+        Raises:
+            PipelineError: If the training split cannot give ``k`` balanced exemplars or the
+                prompts cannot fit ``model.max_source_length``, naming the key to change.
+        """
+        try:
+            exemplars = baselines.choose_exemplars(self.splits["train"], k, self.params.evaluate.seed)
+        except ValueError as err:
+            raise PipelineError(
+                f"evaluate.fewshot_k: {err} in {paths.split_file('train')}; lower or drop {k} in evaluate.fewshot_k"
+            ) from None
         try:
             prompts = {
                 s: baselines.fewshot_prompts(self.tokenizer, exemplars, self.splits[s], self.max_len)
@@ -143,8 +152,19 @@ class Comparison:
             }
         except ValueError as err:
             raise PipelineError(
-                f"fewshot_k{k}: {err}; raise model.max_source_length or drop {k} from evaluate.fewshot_k"
+                f"evaluate.fewshot_k: k={k}: {err}; raise model.max_source_length or drop {k} from evaluate.fewshot_k"
             ) from None
+        return exemplars, prompts
+
+    def fewshot(self, k: int, prepared: tuple[list[Row], dict[str, list[str]]] | None = None) -> MethodResult:
+        """The base model with ``k`` balanced in-context exemplars from train.
+
+        Args:
+            k: Number of exemplars.
+            prepared: What :meth:`fewshot_prompts` returned for ``k``, if already made.
+        """
+        exemplars, prompts = prepared or self.fewshot_prompts(k)
+        log.info("fewshot_k%d: exemplars %s", k, ", ".join(e["id"] for e in exemplars))
         result = self._score_model(f"fewshot_k{k}", self.base, prompts)
         result.extra["exemplar_ids"] = [e["id"] for e in exemplars]
         return result
@@ -276,6 +296,9 @@ def run_evaluate_stage(params: Params) -> dict[str, Any]:
         if not paths.train_metrics_file(m).is_file():
             raise PipelineError(f"{paths.train_metrics_file(m)} not found: run `dvc repro train_{m}` first")
     cmp = Comparison(params, splits)
+    # Few-shot exemplars and prompts too: a k the data or the token budget cannot serve
+    # must stop the stage now, not after every other method was scored.
+    fewshot = {k: cmp.fewshot_prompts(k) for k in params.evaluate.fewshot_k}
     results: dict[str, MethodResult] = {}
     log.info("scoring base (zero-shot)")
     results["base"] = cmp.base_model()
@@ -287,7 +310,7 @@ def run_evaluate_stage(params: Params) -> dict[str, Any]:
     results["tfidf_logreg"] = cmp.tfidf_logreg()
     for k in params.evaluate.fewshot_k:
         log.info("scoring fewshot_k%d", k)
-        results[f"fewshot_k{k}"] = cmp.fewshot(k)
+        results[f"fewshot_k{k}"] = cmp.fewshot(k, fewshot[k])
 
     doc = summarize(params, splits, results)
     doc["fewshot_exemplars"] = {n: r.extra["exemplar_ids"] for n, r in results.items() if "exemplar_ids" in r.extra}

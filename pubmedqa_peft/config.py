@@ -228,7 +228,7 @@ def _params_model(sections: tuple[tuple[str, type[Section]], ...]) -> type[Param
 
 
 def _format_error(source: str, err: ValidationError, root: type[BaseModel]) -> str:
-    lines = [f"{source}: invalid parameters:"]
+    problems = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<top level>"
         msg = e["msg"]
@@ -244,8 +244,9 @@ def _format_error(source: str, err: ValidationError, root: type[BaseModel]) -> s
             msg = f"unknown {what}; allowed {what}s here: {', '.join(model.model_fields)}"
         elif "input" in e and not isinstance(e["input"], dict) and e["type"] != "missing":
             msg = f"{msg} (got {e['input']!r})"
-        lines.append(f"  {key}: {msg}")
-    return "\n".join(lines)
+        problems.append(f"{key}: {msg}")
+    # One line, as every error of a stage: the problems separated by semicolons.
+    return f"{source}: invalid parameters: {'; '.join(problems)}"
 
 
 def parse_params(data: object, source: str = "params") -> Params:

@@ -25,6 +25,8 @@ CLEAN_METRICS = DATA_METRICS_DIR / "clean.json"
 SPLIT_METRICS = DATA_METRICS_DIR / "split.json"
 TRAIN_METRICS_DIR = METRICS_DIR / "train"
 EVAL_METRICS = METRICS_DIR / "eval.json"
+PARAMS_CHECK = METRICS_DIR / "params_check.json"
+"""Written by the check_params stage when params.yaml is valid; its content never changes."""
 
 PLOTS_DIR = Path("plots")
 TRAIN_PLOTS_DIR = PLOTS_DIR / "train"

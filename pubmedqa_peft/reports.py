@@ -448,7 +448,7 @@ def _training_table(inputs: PlotInputs) -> str:
                 _num(t.get("peak_memory_mb"), 0),
                 _num(t.get("final_train_loss")),
                 _num(t.get("final_val_loss")),
-                "yes" if t.get("resumed_from") else "no",
+                _bytes(t.get("size_on_disk_bytes")),
             ]
         )
     header = [
@@ -461,9 +461,19 @@ def _training_table(inputs: PlotInputs) -> str:
         "Peak memory (MB)",
         "Final train loss",
         "Final val loss",
-        "Resumed",
+        "Size on disk",
     ]
-    return _table(header, rows, [False] + [True] * 8 + [False])
+    return _table(header, rows, [False] + [True] * 9)
+
+
+def _bytes(n: float | None) -> str:
+    """A file size for people: 46.8 KB, 1.40 MB, 308 MB (decimal units, as file managers show)."""
+    if n is None:
+        return "—"
+    for div, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "KB")):
+        if n >= div:
+            return f"{n / div:.3g} {unit}"
+    return f"{n:.0f} B"
 
 
 def _tau_row(method: str, t: Mapping[str, Any]) -> list[str]:

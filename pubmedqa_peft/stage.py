@@ -31,12 +31,18 @@ def setup_logging(level: int = logging.INFO) -> None:
     )
 
 
-def run(name: str, body: Callable[[Params], None]) -> None:
+def run(name: str, body: Callable[[Params], None], *, note_stale: bool = True) -> None:
     """Run one stage: load ``params.yaml``, call ``body``, exit 1 on an expected failure.
+
+    The failure is one line on stderr: ``error: stage <name>: <what is wrong and what to
+    do>``, followed by the later stages' outputs the failure leaves stale (see
+    :func:`stale_note`).
 
     Args:
         name: The stage name, for the log.
         body: The stage's work, given the validated params.
+        note_stale: Whether a failure names the later outputs it leaves stale (False for
+            a stage whose failure deletes nothing that later stages were built from).
     """
     setup_logging()
     try:
@@ -45,5 +51,45 @@ def run(name: str, body: Callable[[Params], None]) -> None:
         body(params)
         log.info("stage %s: done", name)
     except (ConfigError, PipelineError) as err:
-        print(f"error: stage {name}: {err}", file=sys.stderr)
+        note = stale_note(name) if note_stale else ""
+        print(f"error: stage {name}: {one_line(str(err))}{note}", file=sys.stderr)
         sys.exit(1)
+
+
+def one_line(message: str) -> str:
+    """A message on one line: its lines joined with single spaces (what a log scanner expects)."""
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
+
+
+def stale_note(name: str) -> str:
+    """Which outputs of later stages a failure of stage ``name`` leaves stale, and how to rebuild them.
+
+    DVC removed the failed stage's outputs before running it, and every stage after it was
+    built from those outputs as they were: until the stage succeeds again, those later
+    outputs do not match ``params.yaml`` and the code. The stages and their outputs come
+    from DVC's own pipeline graph; outside a DVC project (or if DVC cannot read it) the
+    note is empty.
+
+    Args:
+        name: The failed stage.
+
+    Returns:
+        ``"; stale until it succeeds: <outputs> (fix the problem, then run `dvc repro`)"``,
+        or ``""`` when nothing is downstream.
+    """
+    try:
+        import networkx as nx
+        from dvc.repo import Repo
+
+        with Repo() as repo:
+            graph = repo.index.graph  # edges point from a stage to the stages it depends on
+            stage = next((s for s in graph.nodes if s.addressing == name), None)
+            if stage is None:
+                return ""
+            later = sorted(nx.ancestors(graph, stage), key=lambda s: s.addressing)
+            outs = [str(out) for s in later for out in s.outs]
+    except Exception:  # the note is a courtesy: never let it hide the error itself
+        return ""
+    if not outs:
+        return ""
+    return f"; stale until it succeeds: {', '.join(outs)} (fix the problem, then run `dvc repro`)"

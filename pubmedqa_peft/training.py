@@ -67,7 +67,9 @@ class StepDVCLiveCallback(DVCLiveCallback):
     The stock callback numbers rows by how often it was called and files the per-step
     training loss (``loss``) at the top level, next to the run's mean (``train_loss``)
     under ``train/loss``. Here the x-axis is ``state.global_step``, the per-step loss goes
-    to ``train/loss`` and the run's mean to ``train/mean_loss``.
+    to ``train/loss`` and the run's mean to ``train/mean_loss``, computed over the whole
+    run by :func:`mean_train_loss` (the Trainer's own ``train_loss`` covers only the steps
+    since a resume).
     """
 
     RENAMES: ClassVar[dict[str, str]] = {"train_loss": "train_mean_loss", "loss": "train_loss"}
@@ -75,15 +77,72 @@ class StepDVCLiveCallback(DVCLiveCallback):
     def on_log(self, args, state, control, model=None, logs=None, **kwargs):  # noqa: D102
         if self.live is not None:
             self.live.step = state.global_step
-        logs = {self.RENAMES.get(k, k): v for k, v in (logs or {}).items()}
+        logs = dict(logs or {})
+        if "train_loss" in logs:
+            logs["train_loss"] = mean_train_loss(state.log_history)
+        logs = {self.RENAMES.get(k, k): v for k, v in logs.items()}
         super().on_log(args, state, control, model=model, logs=logs, **kwargs)
 
 
-class LogLastStep(TrainerCallback):
-    """Log at the last optimizer step too, so a run shorter than ``train.logging_steps`` has a loss curve."""
+def mean_train_loss(log_history: Sequence[dict[str, Any]]) -> float | None:
+    """The mean training loss per optimizer step over the whole run, from the logged losses.
+
+    Each logged ``loss`` is the mean over the steps since the previous log; weighting it
+    by that number of steps gives the exact mean over every step, because a log is forced
+    at every checkpoint and at the last step (:class:`LogAtCheckpointsAndEnd`). A resumed
+    run's history holds the same entries as an uninterrupted run's, so the mean is the same.
+
+    Args:
+        log_history: ``trainer.state.log_history``.
+
+    Returns:
+        The mean, or None if nothing was logged.
+    """
+    total, last = 0.0, 0
+    for entry in log_history:
+        if "loss" in entry:
+            total += float(entry["loss"]) * (entry["step"] - last)
+            last = entry["step"]
+    return total / last if last else None
+
+
+def truncate_curves(live_dir: Path, step: int) -> None:
+    """Drop the curve rows logged after ``step`` (by a run killed after its last checkpoint).
+
+    A resumed run starts again from the checkpoint at ``step`` and logs those steps anew;
+    without this, they would appear twice, the first time with the killed run's values.
+
+    Args:
+        live_dir: The DVCLive directory of the run.
+        step: The step of the checkpoint the run resumes from.
+    """
+    for tsv in sorted(live_dir.glob("plots/**/*.tsv")):
+        lines = tsv.read_text(encoding="utf-8").splitlines(keepends=True)
+        if not lines:
+            continue
+        column = lines[0].rstrip("\n").split("\t").index("step")
+        kept = [lines[0]] + [line for line in lines[1:] if int(line.split("\t")[column]) <= step]
+        if len(kept) != len(lines):
+            files.write_text(tsv, "".join(kept))
+
+
+class LogAtCheckpointsAndEnd(TrainerCallback):
+    """Log at every checkpoint and at the last step too, besides every ``train.logging_steps``.
+
+    At the last step: a run shorter than ``train.logging_steps`` still gets a loss curve.
+    At every checkpoint: a logged loss is the mean since the previous log, and a resumed
+    run cannot know the losses of steps after its checkpoint; with a log at the
+    checkpoint no logging window spans a resume, so resumed and uninterrupted runs log
+    the same values.
+    """
 
     def on_step_end(self, args, state, control, **kwargs):  # noqa: D102
-        if state.global_step >= state.max_steps:
+        if state.global_step >= state.max_steps or control.should_save:
+            control.should_log = True
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):  # noqa: D102
+        if control.should_save:  # epoch-end checkpoints are decided in on_epoch_end
             control.should_log = True
         return control
 
@@ -261,10 +320,12 @@ def train_method(
         resume = _resume_checkpoint(checkpoints, fingerprint, tidy=args.local_process_index == 0)
     if resume:
         log.info("resuming from %s", resume)
+        if args.process_index == 0:
+            truncate_curves(checkpoints / "dvclive", int(Path(resume).name.split("-")[-1]))
     # Only the main process writes outputs (curves, adapter, metrics); this is what
     # trainer.is_world_process_zero() tests, known before the Trainer exists.
     is_main = args.process_index == 0
-    callbacks = [LogLastStep(), *callbacks]
+    callbacks = [LogAtCheckpointsAndEnd(), *callbacks]
     live_dir = checkpoints / "dvclive"
     if plots_out is not None and is_main:
         from dvclive import Live
@@ -312,9 +373,9 @@ def train_method(
         "train_examples_per_s": result.metrics.get("train_samples_per_second"),
         "train_real_tokens_per_s": n_tokens * t.epochs / wall,
         "peak_memory_mb": _peak_memory_mb(device),
+        "mean_train_loss": mean_train_loss(trainer.state.log_history),
         "final_train_loss": final_train,
         "final_val_loss": final_val,
-        "resumed_from": resume and Path(resume).name,
         "device": device.type,
         "provenance": provenance(model=params.model, train=params.train, **{method_section(method): section}),
     }

@@ -254,7 +254,7 @@ def write_fake_workspace(
             "peak_memory_mb": 1500.0 + 50 * i,
             "final_train_loss": 0.3,
             "final_val_loss": 0.35,
-            "resumed_from": None,
+            "size_on_disk_bytes": 46_771 * (i + 1),
             "device": "cpu",
             "provenance": train_provenance,
         }

@@ -73,12 +73,14 @@ def test_dvc_metrics_show_lists_every_method(pipeline_repo):
 def test_prefix_param_reruns_only_prefix_and_downstream(clone):
     # `dvc status` names the stages whose own params changed; their downstream stages
     # rerun only if the outputs really change (checked by the next test).
+    # check_params depends on all of params.yaml, so it is in every set; its output never
+    # changes, so it reruns nothing after it.
     set_params(clone, {"train_prefix.lr": 0.02})
-    assert set(status(clone)) == would_run(clone) == {"train_prefix"}
+    assert set(status(clone)) == would_run(clone) == {"check_params", "train_prefix"}
     set_params(clone, {"train_prefix.lr": 0.01, "train_prompt.num_virtual_tokens": 10})
-    assert set(status(clone)) == {"train_prompt"}
+    assert set(status(clone)) == {"check_params", "train_prompt"}
     set_params(clone, {"train_prompt.num_virtual_tokens": 20, "evaluate.tau": 0.9, "plot.dpi": 100})
-    assert set(status(clone)) == {"evaluate", "plot"}
+    assert set(status(clone)) == {"check_params", "evaluate", "plot"}
 
 
 def test_an_ia3_change_reruns_ia3_evaluate_and_plot_only(clone):
@@ -86,7 +88,7 @@ def test_an_ia3_change_reruns_ia3_evaluate_and_plot_only(clone):
     set_params(clone, {"train_ia3.lr": 0.05})
     out = dvc(clone, "repro").stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage '")}
-    assert ran == {"train_ia3", "evaluate", "plot"}
+    assert ran == {"check_params", "train_ia3", "evaluate", "plot"}
     after = read_json(clone / "metrics" / "train" / "ia3.json")
     assert after["trainable_params"] == before["trainable_params"]
     assert after["final_train_loss"] != before["final_train_loss"]
@@ -110,3 +112,28 @@ def test_plots_show_and_diff_render(clone, tmp_path):
     diff = tmp_path / "diff"
     dvc(clone, "plots", "diff", "HEAD~1", "-o", str(diff))
     assert (diff / "index.html").stat().st_size > 1000
+
+
+def test_an_invalid_param_fails_before_dvc_deletes_any_output(clone):
+    kept = [
+        clone / "models" / "lora" / "adapter_model.safetensors",
+        clone / "metrics" / "train" / "lora.json",
+        clone / "plots" / "train" / "lora" / "metrics" / "train" / "loss.tsv",
+    ]
+    before = {p: p.read_bytes() for p in kept}
+    proc = dvc(clone, "exp", "run", "-S", "train_lora.r=0", check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "error: stage check_params:" in output and "train_lora.r: Input should be greater than 0" in output
+    assert "Traceback" not in output and "Running stage 'train_lora'" not in output
+    assert {p: p.read_bytes() for p in kept} == before
+
+
+def test_a_misspelt_section_stops_dvc_repro_naming_the_allowed_ones(clone):
+    with (clone / "params.yaml").open("a") as fh:
+        fh.write("tarin:\n  epochs: 1\n")
+    proc = dvc(clone, "repro", check=False)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "tarin: unknown section; allowed sections here: model, ingest, clean, split, train," in output
+    assert "Traceback" not in output

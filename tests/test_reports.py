@@ -277,3 +277,14 @@ def test_run_plot_stage_writes_both_reports_reproducibly(workspace: Path, monkey
     assert sorted(p.name for p in (workspace / paths.REPORTS_DIR).iterdir()) == ["examples.md", "summary.md"]
     examples = first[paths.EXAMPLES_REPORT].decode()
     assert examples.count("(right)") == 3 and examples.count("(wrong)") == 3
+
+
+def test_training_table_shows_each_method_size_on_disk(inputs) -> None:
+    from pubmedqa_peft.reports import _training_table
+
+    table = _training_table(inputs)
+    assert "Size on disk" in table.splitlines()[0]
+    for method in inputs.trained:
+        row = next(line for line in table.splitlines() if line.startswith(f"| `{method}`"))
+        size = inputs.train[method]["size_on_disk_bytes"]
+        assert row.rstrip(" |").endswith(f"{size / 1e3:.3g} KB")
