@@ -48,7 +48,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "random-model": Command(
         "pubmedqa_peft.random_model",
-        "write a random-weight T5 model with an offline tokenizer (smoke tests without the hub)",
+        "write a random-weight model (T5 or decoder-only) with an offline tokenizer (smoke tests without the hub)",
     ),
 }
 """Every subcommand, in the order ``--help`` lists them."""

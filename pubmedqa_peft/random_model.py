@@ -1,4 +1,4 @@
-"""Random-weight T5 models with a real tokenizer, built offline, for smoke tests and offline runs.
+"""Random-weight models with a real tokenizer, built offline, for smoke tests and offline runs.
 
 Usage (from the project root)::
 
@@ -6,15 +6,16 @@ Usage (from the project root)::
     pubmedqa-peft random-model ARCH OUTDIR ...      # the same, installed as a command
 
 writes OUTDIR in the ordinary Hugging Face layout (``config.json``,
-``generation_config.json``, ``model.safetensors``, ``tokenizer.json``,
-``tokenizer_config.json``), so ``model.name=OUTDIR`` loads through exactly the code path
-of the hub model (:func:`pubmedqa_peft.modeling.load_base_model`, ``AutoTokenizer``;
-the tokenizer class is ``T5Tokenizer`` as for ``google/flan-t5-small``).
+``generation_config.json``, ``model.safetensors``, the tokenizer's files), so
+``model.name=OUTDIR`` loads through exactly the code path of the hub model
+(``AutoConfig``/``AutoTokenizer``/``AutoModel...`` with ``trust_remote_code=False``,
+safetensors only; for T5 :func:`pubmedqa_peft.modeling.load_base_model`), with the
+``model_type`` and the tokenizer class of the real model.
 The smoke-test model's recommended OUTDIR, the one the README and the load errors name, is
 :data:`pubmedqa_peft.modeling.OFFLINE_MODEL_DIR` (absolute, so the same ``model.name`` also
 works in queued experiments; ``--help`` prints it).
 
-Architectures (``ARCH``):
+Architectures (``ARCH``), T5:
 
 * ``tiny-t5``: for tests, about 0.66 M parameters and 3.2 MB on disk. d_model 64,
   d_ff 128, 2 heads of d_kv 16 (so heads x d_kv = 32 differs from d_model, as on
@@ -26,13 +27,63 @@ Architectures (``ARCH``):
   attention buckets up to distance 128, untied output head, 32128 embedding rows):
   76,961,152 parameters, 308 MB. Only the weights are random.
 
-Weights: transformers' T5 initialisation under ``torch.manual_seed(seed)``. transformers 5
+Decoder-only, for tests (each under :data:`TINY_MAX_PARAMETERS`): hidden size 64, 2 layers,
+4 heads of 16, MLP 128 (GPT-2: its fixed 4 x 64), a tokenizer of 4000 tokens of the real
+model's kind (:mod:`pubmedqa_peft.random_tokenizers`), and the real model's
+normalisation, positions, tying and special tokens. Measured with the PQA-L corpus
+(prompt = ``format_prompt(question, context)`` with the special tokens the tokenizer adds)::
+
+    ARCH          class              params   disk    tokenizer                 tok/word  prompt mean  max
+    tiny-llama    LlamaForCausalLM   586,048  2.6 MB  Llama-3 byte-level BPE        1.80          399  840
+    tiny-qwen2    Qwen2ForCausalLM   336,448  1.6 MB  Qwen2.5 byte-level BPE        1.83          405  861
+    tiny-mistral  MistralForCausalLM 586,048  2.7 MB  SentencePiece BPE (Llama-2)   1.84          408  809
+    tiny-gpt2     GPT2LMHeadModel    421,632  2.0 MB  GPT-2 byte-level BPE          1.74          386  811
+    tiny-biogpt   BioGptForCausalLM  388,736  1.7 MB  Moses + fastBPE               1.70          376  757
+
+* ``tiny-llama``: Llama-3 (8B) style. Grouped-query attention (2 key/value heads for 4
+  query heads), rope theta 500000, RMS eps 1e-5, untied head, 8192 positions; bos
+  ``<|begin_of_text|>`` (added in front), eos ``<|end_of_text|>``, no pad token.
+* ``tiny-qwen2``: Qwen2.5-Instruct style. GQA 4/2, q/k/v biases, rope theta 1e6, RMS eps
+  1e-6, tied head, no sliding window; eos ``<|im_end|>``, pad ``<|endoftext|>``, no bos,
+  its ChatML chat template; embedding rows padded to a multiple of 128 (4096 rows for
+  4000 tokens), as Qwen2.5 has 151,936 rows for 151,665 tokens.
+* ``tiny-mistral``: Mistral-7B-v0.1 style. GQA 4/2, sliding window 4096, rope theta
+  10000, untied head; ``<unk>`` 0, ``<s>`` 1 (added in front), ``</s>`` 2, byte fallback.
+* ``tiny-gpt2``: GPT-2 (no GQA: every head has its own keys). Learned positions (1024),
+  gelu_new, tied head; ``<|endoftext|>`` is bos = eos = unk and the last id, no pad
+  token (the pipeline must choose one), nothing added to a text.
+* ``tiny-biogpt``: microsoft/biogpt style (no GQA). Learned positions (1024),
+  scaled embeddings, gelu, tied head; ``<s>`` 0, ``<pad>`` 1, ``</s>`` 2 (put in front of
+  every text), ``<unk>`` 3; ``BioGptTokenizer`` is Python-only (needs ``sacremoses``) and
+  slow: about 14 s for PQA-L's 1000 prompts, where the others take well under a second.
+
+Decoder-only, real size, for speed figures:
+
+* ``tinyllama-1.1b-arch``: exactly TinyLlama-1.1B's config (hidden 2048, 22 layers, 32
+  heads, 4 key/value heads, MLP 5632, 32000 embedding rows, rope theta 10000, RMS eps
+  1e-5, 2048 positions, untied head): 1,100,048,384 parameters, saved in bfloat16 as the
+  hub's checkpoint is, 2,204 MB on disk (building it takes about 30 s and 5 GB of memory).
+  Its tokenizer is TinyLlama's kind (Llama-2's): a SentencePiece BPE of 32000 pieces with
+  byte fallback, which PQA-L reaches by merges alone (no filler tokens), 1.44 tokens per
+  context word, prompts of 319 tokens on average, 659 at most. Chosen over
+  ``qwen2.5-0.5b-arch``: Qwen2.5's 151,643 byte-level BPE tokens cannot be learned from
+  1000 abstracts, so most of its vocabulary would be filler.
+
+Decoder-only weights: transformers' own initialisation (normal, std 0.02, zero biases)
+under ``torch.manual_seed(seed)``, tied or untied as the real model's config says.
+Decoder-only tokenizers: see :mod:`pubmedqa_peft.random_tokenizers`; they are trained on
+the same corpus with the same answer words added as T5's below (so ``yes`` and ``no``,
+and ``" yes"`` and ``" no"`` after the prompt, are single tokens, as in general-English
+vocabularies). Every build is deterministic: the same corpus and seed give identical
+files, byte for byte, in any process (checked with different hash seeds and thread counts).
+
+T5 weights: transformers' T5 initialisation under ``torch.manual_seed(seed)``. transformers 5
 always ties T5's output head to the input embeddings when it builds a model from a
 config, so the head is replaced by its own tensor (normal, std d_model^-0.5, which keeps
 the logits of a random model near unit scale) and ``config.json`` says
 ``"tie_word_embeddings": false`` like the hub's flan-t5 config.
 
-Tokenizer: a SentencePiece Unigram model, the algorithm (and ``nmt_nfkc`` normaliser)
+T5 tokenizer: a SentencePiece Unigram model, the algorithm (and ``nmt_nfkc`` normaliser)
 of T5's own tokenizer, trained on ``--corpus``: a PubMedQA JSON file (QUESTION, CONTEXTS
 and LONG_ANSWER of every record) or a plain-text file (one text per line); by default
 ``../shared/data/pubmedqa/ori_pqal.json``. The prompt template's fixed text and the
@@ -45,7 +96,7 @@ learned pieces. SentencePiece (not the ``tokenizers`` trainer) does the training
 from run to run (hash-map order), which reorders the vocabulary. SentencePiece with a
 fixed thread count gives identical files for the same corpus and seed.
 
-Vocabulary size: chosen so that token counts on PubMedQA resemble T5's. T5's 32k
+T5 vocabulary size: chosen so that token counts on PubMedQA resemble T5's. T5's 32k
 general-domain vocabulary splits biomedical terms into several pieces, roughly 1.4-1.6
 tokens per whitespace word on abstracts (an estimate: the real tokenizer cannot be
 fetched offline to measure it). A vocabulary learned from these 1000 abstracts alone fits
@@ -74,25 +125,23 @@ import json
 import logging
 import statistics
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pubmedqa_peft import files
+from pubmedqa_peft import files, random_tokenizers
 from pubmedqa_peft.modeling import OFFLINE_MODEL_DIR, count_parameters
 from pubmedqa_peft.prompts import LABELS, format_prompt
+from pubmedqa_peft.random_tokenizers import GPT2_EOS, LLAMA3_SPECIAL_TOKENS, SENTENCEPIECE_THREADS
 from pubmedqa_peft.stage import PipelineError, setup_logging
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CORPUS = Path("..") / "shared" / "data" / "pubmedqa" / "ori_pqal.json"
 """PubMedQA PQA-L beside the project, the corpus used when ``--corpus`` is not given."""
-
-SENTENCEPIECE_THREADS = 2
-"""SentencePiece's result depends on its thread count, so it is fixed, not per machine."""
 
 MODEL_MAX_LENGTH = 512
 """Tokenizer ``model_max_length``, as in google/flan-t5-small's tokenizer config."""
@@ -112,20 +161,51 @@ _T5_COMMON: dict[str, Any] = {
 }
 
 
+TINY_MAX_PARAMETERS = 1_000_000
+"""Every ``tiny-*`` architecture stays under this many parameters (tokenizer trained on PQA-L)."""
+
+# A tiny decoder with grouped-query attention: 4 query heads of 16 share 2 key/value heads,
+# so the GQA path of Llama, Qwen2 and Mistral is exercised (their real models all use it).
+_TINY_GQA: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
+
+
 @dataclass(frozen=True)
 class Architecture:
-    """One buildable model: T5 config values, tokenizer size and the expected size."""
+    """One buildable model: config values, tokenizer kind and size, and the expected size."""
 
     name: str
     config: dict[str, Any]
     learned_pieces: int
-    """SentencePiece vocabulary size, including ``<pad>``, ``</s>`` and ``<unk>``."""
+    """Tokens the tokenizer is trained to have, its special tokens included (T5's
+    sentinels come on top); a small corpus may give fewer."""
+    model_type: str = "t5"
+    """The ``model_type`` of ``config.json``, as on the hub: t5, llama, qwen2, mistral, gpt2, biogpt."""
+    tokenizer: str = "t5"
+    """``t5`` (this module's SentencePiece Unigram) or a kind of :data:`random_tokenizers.BUILDERS`."""
     extra_ids: int = 0
     """T5 sentinel tokens ``<extra_id_N>`` added after the learned pieces."""
     embedding_rows: int | None = None
-    """Rows of the embedding matrix; None = exactly the tokenizer's size."""
+    """Rows of the embedding matrix; None = the tokenizer's size (rounded up, see ``rows_multiple``)."""
+    rows_multiple: int = 1
+    """Embedding rows round the tokenizer's size up to a multiple of this, as Qwen2 pads its
+    151,665 tokens to 151,936 rows: code must not take ``config.vocab_size`` for ``len(tokenizer)``."""
+    config_tokens: Mapping[str, str] = field(default_factory=dict)
+    """Config fields set to a token's id, e.g. ``{"eos_token_id": "</s>"}``."""
+    generation_tokens: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
+    """``generation_config.json`` fields set to token ids, where they differ from the config's."""
+    dtype: torch.dtype = torch.float32
+    """Dtype of the saved weights, as on the hub."""
     expected_parameters: int | None = None
 
+
+_SPM_TOKENS = {"bos_token_id": "<s>", "eos_token_id": "</s>"}
+"""Llama-2-style SentencePiece models (Mistral, TinyLlama): ``<s>`` = 1, ``</s>`` = 2."""
 
 ARCHITECTURES: dict[str, Architecture] = {
     "tiny-t5": Architecture(
@@ -140,6 +220,112 @@ ARCHITECTURES: dict[str, Architecture] = {
         extra_ids=100,
         embedding_rows=32128,
         expected_parameters=76_961_152,
+    ),
+    "tiny-llama": Architecture(
+        name="tiny-llama",
+        model_type="llama",
+        tokenizer="llama3",
+        config={
+            **_TINY_GQA,
+            "max_position_embeddings": 8192,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0},
+            "rms_norm_eps": 1e-5,
+            "tie_word_embeddings": False,
+        },
+        learned_pieces=4000,
+        config_tokens={"bos_token_id": LLAMA3_SPECIAL_TOKENS[0], "eos_token_id": LLAMA3_SPECIAL_TOKENS[1]},
+    ),
+    "tiny-qwen2": Architecture(
+        name="tiny-qwen2",
+        model_type="qwen2",
+        tokenizer="qwen2",
+        config={
+            **_TINY_GQA,
+            "max_position_embeddings": 32768,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
+            "rms_norm_eps": 1e-6,
+            "tie_word_embeddings": True,
+            "use_sliding_window": False,
+        },
+        learned_pieces=4000,
+        rows_multiple=128,
+        # Qwen2.5-Instruct: config bos/eos, and generation stops at either end marker.
+        config_tokens={"bos_token_id": "<|endoftext|>", "eos_token_id": "<|im_end|>"},
+        generation_tokens={
+            "bos_token_id": "<|endoftext|>",
+            "eos_token_id": ("<|im_end|>", "<|endoftext|>"),
+            "pad_token_id": "<|endoftext|>",
+        },
+    ),
+    "tiny-mistral": Architecture(
+        name="tiny-mistral",
+        model_type="mistral",
+        tokenizer="sentencepiece-bpe",
+        config={
+            **_TINY_GQA,
+            "max_position_embeddings": 32768,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
+            "rms_norm_eps": 1e-5,
+            "sliding_window": 4096,
+            "tie_word_embeddings": False,
+        },
+        learned_pieces=4000,
+        config_tokens=_SPM_TOKENS,
+    ),
+    "tiny-gpt2": Architecture(
+        name="tiny-gpt2",
+        model_type="gpt2",
+        tokenizer="gpt2",
+        config={
+            "n_embd": 64,
+            "n_layer": 2,
+            "n_head": 4,
+            "n_positions": 1024,
+            "activation_function": "gelu_new",
+            "layer_norm_epsilon": 1e-5,
+            "tie_word_embeddings": True,
+        },
+        learned_pieces=4000,
+        config_tokens={"bos_token_id": GPT2_EOS, "eos_token_id": GPT2_EOS},
+    ),
+    "tiny-biogpt": Architecture(
+        name="tiny-biogpt",
+        model_type="biogpt",
+        tokenizer="biogpt",
+        config={
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 1024,
+            "hidden_act": "gelu",
+            "layer_norm_eps": 1e-12,
+            "scale_embedding": True,
+            "tie_word_embeddings": True,
+        },
+        learned_pieces=4000,
+        config_tokens={"bos_token_id": "<s>", "pad_token_id": "<pad>", "eos_token_id": "</s>"},
+    ),
+    "tinyllama-1.1b-arch": Architecture(
+        name="tinyllama-1.1b-arch",
+        model_type="llama",
+        tokenizer="sentencepiece-bpe",
+        config={
+            "hidden_size": 2048,
+            "intermediate_size": 5632,
+            "num_hidden_layers": 22,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 4,
+            "max_position_embeddings": 2048,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
+            "rms_norm_eps": 1e-5,
+            "tie_word_embeddings": False,
+        },
+        learned_pieces=32000,
+        embedding_rows=32000,
+        config_tokens=_SPM_TOKENS,
+        dtype=torch.bfloat16,
+        expected_parameters=1_100_048_384,
     ),
 }
 
@@ -355,6 +541,25 @@ def train_tokenizer(
     return tokenizer_from_sentencepiece(train_sentencepiece(corpus, vocab_size, seed), extra_ids)
 
 
+def train_arch_tokenizer(arch: Architecture, texts: Sequence[str], seed: int = 0) -> Any:
+    """Train the tokenizer of an architecture's kind, with the answer words added.
+
+    Args:
+        arch: The architecture (its ``tokenizer`` kind and ``learned_pieces``).
+        texts: Training texts.
+        seed: Seed of the trainers that draw random numbers (SentencePiece).
+
+    Returns:
+        A transformers tokenizer.
+    """
+    if arch.tokenizer == "t5":
+        return train_tokenizer(texts, arch.learned_pieces, arch.extra_ids, seed)
+    # The template and answer words, as for T5: general-English vocabularies have " yes"
+    # and " no" as single tokens, while abstracts never say "yes".
+    corpus = [*texts, *answer_word_texts(min(len(texts), 1000))]
+    return random_tokenizers.BUILDERS[arch.tokenizer](corpus, arch.learned_pieces, seed)
+
+
 def prompt_length_stats(tokenizer: Any, prompts: Sequence[tuple[str, str]]) -> dict[str, float]:
     """Token lengths of the formatted prompts and tokens per word of the contexts.
 
@@ -364,8 +569,9 @@ def prompt_length_stats(tokenizer: Any, prompts: Sequence[tuple[str, str]]) -> d
 
     Returns:
         ``prompts`` (count), ``mean``, ``median`` and ``max`` tokens of
-        ``format_prompt(question, context)`` including ``</s>``, and
-        ``tokens_per_word``: context tokens (without ``</s>``) per whitespace word.
+        ``format_prompt(question, context)`` including the special tokens the tokenizer
+        adds (T5's ``</s>``, a BOS), and ``tokens_per_word``: context tokens (without
+        them) per whitespace word.
     """
     if not prompts:
         raise ValueError("no prompts to measure")
@@ -389,23 +595,40 @@ def t5_config(arch: Architecture, vocab_size: int) -> Any:
     return T5Config(**_T5_COMMON, **arch.config, vocab_size=vocab_size, architectures=["T5ForConditionalGeneration"])
 
 
-def build_model(arch: Architecture | str, vocab_size: int | None = None, seed: int = 0) -> Any:
-    """Build a random-weight ``T5ForConditionalGeneration`` with an untied output head.
+def build_model(
+    arch: Architecture | str, vocab_size: int | None = None, seed: int = 0, token_ids: Mapping[str, int] | None = None
+) -> Any:
+    """Build a random-weight model of an architecture (T5 with an untied output head).
 
     Args:
         arch: An :class:`Architecture` or its name.
         vocab_size: Embedding rows; None = the architecture's ``embedding_rows``.
         seed: Torch seed of the initialisation.
+        token_ids: Config fields holding token ids (``bos_token_id`` ...), from the
+            tokenizer; None keeps the config class's defaults.
 
     Returns:
-        The model in eval mode (float32, CPU).
+        The model in eval mode, on CPU (or the current default device, e.g. ``meta``),
+        in the architecture's dtype.
     """
-    from transformers import T5ForConditionalGeneration
-
     arch = architecture(arch) if isinstance(arch, str) else arch
     rows = vocab_size or arch.embedding_rows
     if rows is None:
         raise ValueError(f"{arch.name}: give vocab_size (the tokenizer's size)")
+    if arch.model_type == "t5":
+        return _build_t5(arch, rows, seed)
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(arch.model_type, **arch.config, vocab_size=rows, **(token_ids or {}))
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    return model.to(arch.dtype).eval()
+
+
+def _build_t5(arch: Architecture, rows: int, seed: int) -> Any:
+    """A random-weight ``T5ForConditionalGeneration`` with its own output head."""
+    from transformers import T5ForConditionalGeneration
+
     config = t5_config(arch, rows)
     torch.manual_seed(seed)
     model = T5ForConditionalGeneration(config)
@@ -426,12 +649,36 @@ def architecture(name: str) -> Architecture:
         raise PipelineError(f"unknown architecture {name!r}; choose one of: {', '.join(ARCHITECTURES)}") from None
 
 
+def special_token_ids(tokenizer: Any, fields: Mapping[str, str | tuple[str, ...]]) -> dict[str, int | list[int]]:
+    """Config fields set to the ids of tokens, e.g. ``{"eos_token_id": "</s>"}`` -> ``{"eos_token_id": 2}``.
+
+    Raises:
+        ValueError: If a token is not in the tokenizer's vocabulary.
+    """
+    vocab = tokenizer.get_vocab()
+
+    def token_id(token: str) -> int:
+        if token not in vocab:
+            raise ValueError(f"{token!r} is not in the tokenizer's vocabulary")
+        return vocab[token]
+
+    return {
+        key: token_id(value) if isinstance(value, str) else [token_id(t) for t in value]
+        for key, value in fields.items()
+    }
+
+
 def _directory_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def write_random_model(
-    arch_name: str, outdir: Path | str, corpus_path: Path | str | None = None, seed: int = 0
+    arch_name: str,
+    outdir: Path | str,
+    corpus_path: Path | str | None = None,
+    seed: int = 0,
+    *,
+    prompt_stats: bool = True,
 ) -> dict[str, Any]:
     """Build and save a random-weight model with its tokenizer (the command's work).
 
@@ -442,11 +689,13 @@ def write_random_model(
         outdir: Target directory, replaced if it exists.
         corpus_path: Tokenizer corpus; None uses :func:`default_corpus`.
         seed: Seed of the tokenizer training and of the weights.
+        prompt_stats: Measure the prompt lengths of a PubMedQA corpus. False skips it,
+            for tests: BioGPT's Python tokenizer takes about 14 s on PQA-L's prompts.
 
     Returns:
         A summary: ``architecture``, ``parameters``, ``tokens`` (tokenizer size),
-        ``vocab_size`` (embedding rows), ``bytes`` on disk and, for a PubMedQA corpus,
-        ``prompt_lengths`` from :func:`prompt_length_stats`.
+        ``vocab_size`` (embedding rows), ``bytes`` on disk and, for a PubMedQA corpus
+        measured, ``prompt_lengths`` from :func:`prompt_length_stats`.
 
     Raises:
         PipelineError: For an unknown architecture or a bad or missing corpus.
@@ -456,11 +705,11 @@ def write_random_model(
     corpus = read_corpus(corpus_path if corpus_path is not None else default_corpus())
     log.info("corpus: %d texts from %s", len(corpus.texts), corpus.path)
 
-    log.info("training a %d-piece SentencePiece Unigram tokenizer", arch.learned_pieces)
-    tokenizer = train_tokenizer(corpus.texts, arch.learned_pieces, arch.extra_ids, seed)
-    log.info("tokenizer: %d tokens (%d sentinels)", len(tokenizer), arch.extra_ids)
+    log.info("training a %s tokenizer of %d tokens", arch.tokenizer, arch.learned_pieces)
+    tokenizer = train_arch_tokenizer(arch, corpus.texts, seed)
+    log.info("tokenizer: %s, %d tokens (%d sentinels)", type(tokenizer).__name__, len(tokenizer), arch.extra_ids)
     summary: dict[str, Any] = {"architecture": arch.name, "tokens": len(tokenizer)}
-    if corpus.prompts:
+    if corpus.prompts and prompt_stats:
         stats = prompt_length_stats(tokenizer, corpus.prompts)
         summary["prompt_lengths"] = stats
         log.info(
@@ -472,11 +721,13 @@ def write_random_model(
             stats["tokens_per_word"],
         )
 
-    rows = arch.embedding_rows or len(tokenizer)
+    rows = arch.embedding_rows or -(-len(tokenizer) // arch.rows_multiple) * arch.rows_multiple
     if rows < len(tokenizer):
         raise PipelineError(f"{arch.name}: the tokenizer has {len(tokenizer)} tokens, more than {rows} embedding rows")
     log.info("building %s with %d embedding rows (seed %d)", arch.name, rows, seed)
-    model = build_model(arch, rows, seed)
+    model = build_model(arch, rows, seed, special_token_ids(tokenizer, arch.config_tokens))
+    for key, value in special_token_ids(tokenizer, arch.generation_tokens).items():
+        setattr(model.generation_config, key, value)
     _, total = count_parameters(model)
     if arch.expected_parameters is not None and total != arch.expected_parameters:
         raise RuntimeError(f"{arch.name}: built {total:,} parameters, expected {arch.expected_parameters:,}")
@@ -485,11 +736,12 @@ def write_random_model(
     with files.atomic_path(outdir) as tmp:
         tokenizer.save_pretrained(tmp)
         model.save_pretrained(tmp)
-        # Say what the checkpoint is, like the hub's flan-t5 config: an untied head.
-        config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
-        config["tie_word_embeddings"] = False
-        config.pop("scale_decoder_outputs", None)  # derived from tie_word_embeddings on load
-        files.write_json(tmp / "config.json", config)
+        if arch.model_type == "t5":
+            # Say what the checkpoint is, like the hub's flan-t5 config: an untied head.
+            config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
+            config["tie_word_embeddings"] = False
+            config.pop("scale_decoder_outputs", None)  # derived from tie_word_embeddings on load
+            files.write_json(tmp / "config.json", config)
     summary.update(parameters=total, vocab_size=rows, bytes=_directory_size(outdir))
     return summary
 
@@ -498,9 +750,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Command line: ``python -m pubmedqa_peft.random_model ARCH OUTDIR [--corpus PATH] [--seed N]``."""
     parser = argparse.ArgumentParser(
         prog="python -m pubmedqa_peft.random_model",
-        description="Write a random-weight T5 model with an offline tokenizer in Hugging Face format.",
+        description=(
+            "Write a random-weight model (T5, Llama, Qwen2, Mistral, GPT-2 or BioGPT) with an offline "
+            "tokenizer of the family's own kind, in Hugging Face format."
+        ),
     )
-    parser.add_argument("arch", choices=sorted(ARCHITECTURES), help="architecture to build")
+    parser.add_argument(
+        "arch",
+        choices=sorted(ARCHITECTURES),
+        help="architecture to build: tiny-* for tests, *-arch for a real model's exact shape (see the module docs)",
+    )
     parser.add_argument(
         "outdir",
         type=Path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,32 @@ def clone(pipeline_repo: Path, tmp_path: Path) -> Path:
     dvc(dest, "cache", "dir", "--local", str(pipeline_repo / ".dvc" / "cache"))
     dvc(dest, "checkout")
     return dest
+
+
+# --- tiny random decoder-only models (owned with pubmedqa_peft/random_model.py) ---------------
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """A factory: ``tiny_model_dir("tiny-llama")`` is that random-weight model's directory.
+
+    Each architecture is built at most once per test session, by ``write_random_model`` as
+    the command does but without measuring prompt lengths (BioGPT's Python tokenizer takes
+    seconds over PQA-L). Like ``tiny_t5_dir``, the tokenizer learns from the real PubMedQA
+    corpus when ``../shared`` is present and from a generated one otherwise.
+    """
+    from pubmedqa_peft.random_model import write_random_model
+
+    built: dict[str, Path] = {}
+
+    def build(arch: str) -> Path:
+        if arch not in built:
+            root = tmp_path_factory.mktemp(arch)
+            corpus = SHARED_DATA / "ori_pqal.json"
+            if not corpus.is_file():
+                corpus = write_generated_corpus(root / "generated_pqal.json")
+            write_random_model(arch, root / "model", corpus, seed=0, prompt_stats=False)
+            built[arch] = root / "model"
+        return built[arch]
+
+    return build
