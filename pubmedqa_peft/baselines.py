@@ -185,7 +185,8 @@ def fewshot_prompt(tokenizer: Any, exemplars: Sequence[Row], row: Row, max_lengt
     """
     shots = [dict(e) for e in exemplars]
     contexts = [e["context"] for e in exemplars] + [row["context"]]
-    ids = [tokenizer(c, add_special_tokens=False).input_ids for c in contexts]
+    # verbose=False: over-long texts are measured here in order to cut them (see prompts._fit).
+    ids = [tokenizer(c, add_special_tokens=False, verbose=False).input_ids for c in contexts]
 
     def build(cut: list[int]) -> str:
         texts = [
@@ -197,7 +198,7 @@ def fewshot_prompt(tokenizer: Any, exemplars: Sequence[Row], row: Row, max_lengt
         return format_fewshot_prompt(shots, row["question"], texts[-1])
 
     def length(text: str) -> int:
-        return len(tokenizer(text).input_ids)
+        return len(tokenizer(text, verbose=False).input_ids)
 
     full = build([len(i) for i in ids])
     if length(full) <= max_length:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from pubmedqa_peft import known_warnings
 from pubmedqa_peft.stage import PipelineError
 
 if TYPE_CHECKING:
@@ -398,9 +399,10 @@ def load_base_model(
         device,
     )
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(
-            source, trust_remote_code=False, use_safetensors=True, dtype=dtype, local_files_only=True, **extra
-        )
+        with known_warnings.untied_head_load():
+            model = AutoModelForSeq2SeqLM.from_pretrained(
+                source, trust_remote_code=False, use_safetensors=True, dtype=dtype, local_files_only=True, **extra
+            )
     except (OSError, ValueError) as err:
         raise _load_error("weights", name, err) from None
     if quantize == "none":
@@ -551,7 +553,8 @@ def load_adapter_model(
     base = load_base_model(base_name, device, dtype, quantize=quantize, compute_dtype=compute_dtype, setting=setting)
     log.info("loading adapter from %s", adapter_dir)
     try:
-        model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False, use_safetensors=True)
+        with known_warnings.library_deprecations():
+            model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False, use_safetensors=True)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
         # RuntimeError: shape mismatch, e.g. an adapter trained on another base model.
         raise ModelLoadError(

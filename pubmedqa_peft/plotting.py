@@ -859,7 +859,6 @@ def plot_cost_benefit(
                 label=method_label(method),
             )
             bars.lines[0].set_gid(method)
-            ax.annotate(method_label(method), (x, m["macro_f1"]), xytext=(7, 4), textcoords="offset points", fontsize=8)
         if "base" in test:
             ax.axhline(test["base"]["macro_f1"], color=method_color("base"), linestyle="--", linewidth=1)
         if log_x:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from tqdm.auto import tqdm
+
 from pubmedqa_peft.stage import PipelineError
 
 TEMPLATE_VERSION = "1"
@@ -78,29 +80,34 @@ def format_fewshot_prompt(exemplars: Sequence[dict[str, Any]], question: str, co
 
 
 def _fit(tokenizer: Any, build: Any, context: str, max_length: int, what: str) -> FittedPrompt:
-    """Shorten ``context`` token-wise until ``build(context)`` encodes to ``max_length`` tokens."""
+    """Shorten ``context`` token-wise until ``build(context)`` encodes to ``max_length`` tokens.
+
+    Every call to the tokenizer passes ``verbose=False``: encoding a text longer than the
+    model's maximum is the point here (it is measured, then cut), so transformers' warning
+    that it "will result in indexing errors" would be noise.
+    """
     text = build(context)
-    ids = tokenizer(text).input_ids
+    ids = tokenizer(text, verbose=False).input_ids
     if len(ids) <= max_length:
         return FittedPrompt(text, ids)
-    overhead = len(tokenizer(build("")).input_ids)
+    overhead = len(tokenizer(build(""), verbose=False).input_ids)
     budget = max_length - overhead
     if budget <= 0:
         raise ValueError(
             f"{what}: the prompt without its context is already {overhead} tokens, "
             f"more than model.max_source_length={max_length}"
         )
-    ctx_ids = tokenizer(context, add_special_tokens=False).input_ids
+    ctx_ids = tokenizer(context, add_special_tokens=False, verbose=False).input_ids
     # Decoding then re-encoding can merge or split tokens at the cut, so re-check
     # and trim a little more until it fits.
     while budget > 0:
         text = build(tokenizer.decode(ctx_ids[:budget], skip_special_tokens=True))
-        ids = tokenizer(text).input_ids
+        ids = tokenizer(text, verbose=False).input_ids
         if len(ids) <= max_length:
             return FittedPrompt(text, ids)
         budget -= max(1, len(ids) - max_length)
     text = build("")
-    return FittedPrompt(text, tokenizer(text).input_ids)
+    return FittedPrompt(text, tokenizer(text, verbose=False).input_ids)
 
 
 def fit_prompt(tokenizer: Any, question: str, context: str, max_length: int, record_id: str = "?") -> str:
@@ -163,7 +170,9 @@ def fit_prompts_encoded(
     Returns:
         One :class:`FittedPrompt` per record, in order.
     """
+    # A bar only if it takes more than a few seconds (large splits): small ones stay quiet.
+    bar = tqdm(rows, desc=f"fitting prompts ({source})", unit="prompt", delay=3, leave=False)
     try:
-        return [fit_prompt_encoded(tokenizer, r["question"], r["context"], max_length, r["id"]) for r in rows]
+        return [fit_prompt_encoded(tokenizer, r["question"], r["context"], max_length, r["id"]) for r in bar]
     except ValueError as err:
         raise PromptTooLongError(f"{source}: {err}; raise model.max_source_length") from None

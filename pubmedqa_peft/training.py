@@ -33,7 +33,7 @@ from transformers import (
 )
 from transformers.integrations import DVCLiveCallback
 
-from pubmedqa_peft import files, modeling, paths
+from pubmedqa_peft import files, known_warnings, modeling, paths
 from pubmedqa_peft.config import Params, method_section
 from pubmedqa_peft.manifest import RunManifest, write_manifest
 from pubmedqa_peft.methods import registry
@@ -334,17 +334,18 @@ def train_method(
         # curves; the finished curves are copied to the declared output at the end.
         live = Live(dir=str(live_dir), resume=resume is not None, report=None, save_dvc_exp=False, dvcyaml=None)
         callbacks.append(StepDVCLiveCallback(live=live))
-    trainer = Seq2SeqTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_ds,
-        eval_dataset=val_ds,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
-    start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
+    with known_warnings.trainer_run():
+        trainer = Seq2SeqTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_ds,
+            eval_dataset=val_ds,
+            data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+            processing_class=tokenizer,
+            callbacks=callbacks,
+        )
+        start = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=resume)
     wall = time.perf_counter() - start
     final_train, final_val = _final_losses(trainer.state.log_history)
 

@@ -13,12 +13,17 @@ Params:
     model.*, evaluate.*
 """
 
-from pubmedqa_peft.comparison import run_evaluate_stage
+import logging
+
 from pubmedqa_peft.config import Params
 from pubmedqa_peft.stage import run
 
 
 def _body(params: Params) -> None:
+    # Imported after the stage's first log line: torch and transformers take seconds to import.
+    logging.getLogger("pubmedqa_peft").info("loading torch and transformers")
+    from pubmedqa_peft.comparison import run_evaluate_stage
+
     run_evaluate_stage(params)
 
 

@@ -14,12 +14,12 @@ Params:
     model.*, train.*, train_<method>.*
 """
 
+import logging
 import sys
 
 from pubmedqa_peft.config import Params
 from pubmedqa_peft.methods import registry
 from pubmedqa_peft.stage import run
-from pubmedqa_peft.training import run_training_stage
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,6 +34,11 @@ def main(argv: list[str] | None = None) -> None:
     method = args[0]
 
     def body(params: Params) -> None:
+        # Imported here, after the stage's first log line: torch, transformers and PEFT take
+        # several seconds to import, which would otherwise pass in silence.
+        logging.getLogger("pubmedqa_peft").info("loading torch, transformers and peft")
+        from pubmedqa_peft.training import run_training_stage
+
         run_training_stage(method, params)
 
     run(f"train_{method}", body)

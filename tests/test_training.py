@@ -1,5 +1,6 @@
 import hashlib
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -260,3 +261,22 @@ def test_a_checkpoint_cut_off_mid_save_is_removed_and_training_restarts(tmp_path
     assert any(f"removing incomplete checkpoint {checkpoint}" in r.getMessage() for r in caplog.records)
     wf, wc = _weights(full / "adapter"), _weights(tmp_path / "cut" / "adapter")
     assert all(torch.equal(wf[k], wc[k]) for k in wf)
+
+
+_NOISE = (
+    "Token indices sequence length is longer",  # prompts are measured, then cut: not an error
+    "The tied weights mapping",  # T5 v1.1's untied head, kept on purpose
+    "FutureWarning",  # the Trainer's and PEFT's own calls of deprecated aliases
+    "is incompatible with gradient checkpointing",  # QLoRA: use_cache is off while training
+)
+
+
+@pytest.mark.parametrize("section", [{}, {"quantize": "4bit"}], ids=["lora", "qlora"])
+def test_training_prints_no_known_harmless_warning(tmp_path, tiny_t5_dir, pqal_rows, capfd, section):
+    # The longest records: their prompts exceed the tokenizer's 512 tokens before fitting.
+    longest = sorted(pqal_rows, key=lambda r: len(r["context"]), reverse=True)[:8]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # pytest would otherwise collect them out of sight
+        _train(tmp_path, tiny_t5_dir, "lora", (longest, longest[:2]), train={"epochs": 1}, train_lora=section)
+    err = capfd.readouterr().err + "\n".join(f"{w.category.__name__}: {w.message}" for w in caught)
+    assert not [n for n in _NOISE if n in err], err

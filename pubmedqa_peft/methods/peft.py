@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pubmedqa_peft import known_warnings
 from pubmedqa_peft.methods.sections import (
     AUTO,
     IA3Params,
@@ -97,7 +98,8 @@ def _wrap(base: torch.nn.Module, config: PeftConfig) -> PeftModel:
     from peft import get_peft_model
 
     try:
-        return get_peft_model(base, config)
+        with known_warnings.library_deprecations():
+            return get_peft_model(base, config)
     except ValueError as err:
         # PEFT has no default target modules for this architecture (e.g. BioGPT).
         raise PipelineError(f"PEFT cannot build {config.peft_type} on {type(base).__name__}: {err}") from None
@@ -176,9 +178,17 @@ def lora(base: torch.nn.Module, section: LoraParams, model_name: str) -> PeftMod
     if section.quantize != "none":
         # Freezes the base, casts the non-quantized half-precision weights to float32 and
         # turns on gradient checkpointing: QLoRA's recipe for training on a k-bit base.
-        base = prepare_model_for_kbit_training(
-            base, use_gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
+        with known_warnings.library_deprecations():
+            base = prepare_model_for_kbit_training(
+                base, use_gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+        # Checkpointed layers recompute their forward, so there is nothing to cache while
+        # training (the scoring code asks for the cache explicitly); saying so up front, in
+        # every sub-model's config (T5's encoder and decoder stacks hold copies), spares
+        # transformers' warning that it turns use_cache off itself.
+        for module in base.modules():
+            if hasattr(getattr(module, "config", None), "use_cache"):
+                module.config.use_cache = False
     config = LoraConfig(
         task_type=_task_type(base.config),
         r=section.r,
