@@ -82,10 +82,12 @@ class Comparison:
     def __init__(self, params: Params, splits: dict[str, list[Row]]) -> None:
         self.params = params
         self.splits = splits
-        self.max_len = params.model.max_source_length
         modeling.set_threads(params.model.threads)
         self.device = modeling.resolve_device(params.model.device)
         self.tokenizer = modeling.load_tokenizer(params.model.name)
+        # A decoder-only model's prompt leaves room for its answer in the same sequence.
+        family = modeling.load_family(params.model.name)
+        self.max_len = params.model.max_source_length - family.answer_room(self.tokenizer, LABELS)
         self.base = modeling.load_base_model(params.model.name, self.device)
         self.base_total = modeling.count_parameters(self.base)[1]
         log.info("fitting zero-shot prompts for %s", ", ".join(EVAL_SPLITS))

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from pubmedqa_peft import known_warnings
+from pubmedqa_peft import families, known_warnings
 from pubmedqa_peft.stage import PipelineError
 
 if TYPE_CHECKING:
@@ -45,8 +45,10 @@ HUB_PROBE_TIMEOUT_S = 10.0
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_WEIGHT_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json")
-TOKENIZER_FILES = ("tokenizer.json", "spiece.model")
-HUB_FILE_PATTERNS = ("*.json", "*.safetensors", "*.model")
+# fast tokenizers (tokenizer.json), SentencePiece (T5's spiece.model, Llama's tokenizer.model),
+# and BPE vocabularies of the slow tokenizers (BioGPT: vocab.json + merges.txt)
+TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer.model", "vocab.json")
+HUB_FILE_PATTERNS = ("*.json", "*.safetensors", "*.model", "merges.txt")
 """What is fetched of a hub model: configs, tokenizer files, safetensors weights (never pickles)."""
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 ADAPTER_WEIGHT_FILE = "adapter_model.safetensors"
@@ -292,7 +294,9 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
         name: Hub id or local model directory.
 
     Returns:
-        The tokenizer (for T5: ``</s>`` appended on encode, ``<pad>`` = 0).
+        The tokenizer (for T5: ``</s>`` appended on encode, ``<pad>`` = 0), prepared by
+        :func:`pubmedqa_peft.families.prepare_tokenizer` (a pad token; right padding for
+        decoder-only models).
 
     Raises:
         ModelLoadError: If the directory is missing or incomplete, or the hub cannot
@@ -306,11 +310,24 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, local_files_only=True)
     except (OSError, ValueError) as err:
         raise _load_error("tokenizer", name, err) from None
-    if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
-        raise ModelLoadError(
-            f"the tokenizer of {name!r} defines no pad or end-of-sequence token; expected a T5 tokenizer"
-        )
-    return tokenizer
+    return families.prepare_tokenizer(tokenizer, load_family(name))
+
+
+def load_family(name: str) -> families.Family:
+    """The family of ``model.name`` (seq2seq or causal), read from its ``config.json``.
+
+    Raises:
+        ModelLoadError: If the config cannot be read.
+        UnsupportedModelError: For an architecture the pipeline does not support.
+    """
+    from transformers import AutoConfig
+
+    source = _resolve(name, need_weights=False, need_tokenizer=False)
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise _load_error("config", name, err) from None
+    return families.family_of(config, f"model.name={name!r}")
 
 
 QUANTIZATIONS = ("none", "4bit", "8bit")
@@ -363,7 +380,7 @@ def load_base_model(
     compute_dtype: str = "float32",
     setting: str = "quantize",
 ) -> PreTrainedModel:
-    """Load the sequence-to-sequence base model of ``model.name`` (or a fully fine-tuned one).
+    """Load the base model of ``model.name`` (or a fully fine-tuned one), of its family's Auto class.
 
     Args:
         name: Hub id or local model directory.
@@ -381,8 +398,10 @@ def load_base_model(
         ModelLoadError: If the directory is missing, incomplete or holds only pickle
             weights, the hub cannot provide the model, or quantization cannot run here.
     """
-    from transformers import AutoModelForSeq2SeqLM
+    import transformers
 
+    family = load_family(name)
+    auto_class = getattr(transformers, family.auto_class)
     source = _resolve(name, need_weights=True, need_tokenizer=False)
     dtype = dtype or choose_dtype(device)
     extra: dict[str, Any] = {}
@@ -400,7 +419,7 @@ def load_base_model(
     )
     try:
         with known_warnings.untied_head_load():
-            model = AutoModelForSeq2SeqLM.from_pretrained(
+            model = auto_class.from_pretrained(
                 source, trust_remote_code=False, use_safetensors=True, dtype=dtype, local_files_only=True, **extra
             )
     except (OSError, ValueError) as err:
@@ -415,10 +434,9 @@ def load_base_model(
         log.info("fast paths (same results up to float rounding): %s", "; ".join(applied))
     lm_head = model.get_output_embeddings()
     if lm_head is not None and lm_head.weight is not model.get_input_embeddings().weight:
-        # transformers 5 warns about this for every T5 v1.1 checkpoint (flan-t5 included).
-        log.info("output head is untied from the input embeddings, as in T5 v1.1 checkpoints (expected)")
+        log.info("output head is untied from the input embeddings (as in T5 v1.1 checkpoints)")
     _, total = count_parameters(model)
-    log.info("base model: %s, %d parameters", type(model).__name__, total)
+    log.info("base model: %s (%s family), %d parameters", type(model).__name__, family.name, total)
     return model
 
 

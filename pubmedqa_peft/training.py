@@ -33,7 +33,7 @@ from transformers import (
 )
 from transformers.integrations import DVCLiveCallback
 
-from pubmedqa_peft import files, known_warnings, modeling, paths
+from pubmedqa_peft import families, files, known_warnings, modeling, paths
 from pubmedqa_peft.config import Params, method_section
 from pubmedqa_peft.manifest import RunManifest, write_manifest
 from pubmedqa_peft.methods import registry
@@ -148,25 +148,40 @@ class LogAtCheckpointsAndEnd(TrainerCallback):
 
 
 def encode_examples(
-    tokenizer: Any, rows: Sequence[dict[str, Any]], max_length: int, source: object = "records"
+    tokenizer: Any,
+    rows: Sequence[dict[str, Any]],
+    max_length: int,
+    source: object = "records",
+    family: families.Family = families.FAMILIES["seq2seq"],
 ) -> EncodedDataset:
-    """Tokenise records for training, each exactly once.
+    """Tokenise records for training, each prompt exactly once.
 
     Args:
         tokenizer: The model's tokenizer.
         rows: Split records with ``id``, ``question``, ``context`` and ``label``.
-        max_length: ``model.max_source_length``; only the context is truncated.
+        max_length: ``model.max_source_length``; only the context is truncated, and a
+            decoder-only model's prompt leaves room for its answer and EOS.
         source: Where the records came from, named in errors.
+        family: The model's family (how prompt and answer make an example).
 
     Returns:
         A dataset of ``{"input_ids", "labels"}`` lists, unpadded (the collator pads
         each batch to its own longest example).
     """
+    budget = max_length - family.answer_room(tokenizer, LABELS)
     # The ids computed while fitting each prompt are its inputs: no second tokenization.
-    inputs = [p.input_ids for p in fit_prompts_encoded(tokenizer, rows, max_length, source)]
-    targets = {label: tokenizer(text_target=verbalize(label)).input_ids for label in LABELS}
+    fitted = fit_prompts_encoded(tokenizer, rows, budget, source)
+    if not family.causal:
+        # Seq2seq targets depend on the label only: tokenised once per label.
+        targets = {label: tokenizer(text_target=verbalize(label)).input_ids for label in LABELS}
+        return EncodedDataset(
+            [{"input_ids": p.input_ids, "labels": targets[row["label"]]} for p, row in zip(fitted, rows, strict=True)]
+        )
     return EncodedDataset(
-        [{"input_ids": ids, "labels": targets[row["label"]]} for ids, row in zip(inputs, rows, strict=True)]
+        [
+            family.encode_example(tokenizer, p.text, p.input_ids, verbalize(row["label"]))
+            for p, row in zip(fitted, rows, strict=True)
+        ]
     )
 
 
@@ -276,8 +291,10 @@ def train_method(
         train_rows = train_rows[: params.train.max_train_examples]
 
     log.info("tokenising %d train and %d val examples", len(train_rows), len(val_rows))
-    train_ds = encode_examples(tokenizer, train_rows, params.model.max_source_length, paths.split_file("train"))
-    val_ds = encode_examples(tokenizer, val_rows, params.model.max_source_length, paths.split_file("val"))
+    family = modeling.load_family(params.model.name)
+    max_len = params.model.max_source_length
+    train_ds = encode_examples(tokenizer, train_rows, max_len, paths.split_file("train"), family)
+    val_ds = encode_examples(tokenizer, val_rows, max_len, paths.split_file("val"), family)
 
     # T5's loss is a per-batch mean that ignores the Trainer's token count, but its forward
     # takes **kwargs, so the Trainer would assume otherwise and multiply the loss by the

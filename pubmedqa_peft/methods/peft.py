@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pubmedqa_peft import known_warnings
+from pubmedqa_peft.families import EXTRA_IA3_TARGETS, EXTRA_LORA_TARGETS
 from pubmedqa_peft.methods.sections import (
     AUTO,
     IA3Params,
@@ -94,6 +95,10 @@ def _modules(names: ModuleNames) -> list[str] | None:
     return None if names == AUTO else list(names)
 
 
+def _model_type(base: Any) -> str:
+    return getattr(base.config, "model_type", "")
+
+
 def _wrap(base: torch.nn.Module, config: PeftConfig) -> PeftModel:
     from peft import get_peft_model
 
@@ -148,15 +153,22 @@ def prefix_tuning(base: torch.nn.Module, section: PrefixTuningParams, model_name
     from peft import PrefixTuningConfig
 
     cfg = base.config
+    # T5 needs its sizes spelled out (see the module docstring); for a decoder-only model
+    # PEFT reads layers, heads and head size from the config itself.
+    t5_sizes: dict[str, Any] = {}
+    if getattr(cfg, "is_encoder_decoder", False):
+        t5_sizes = {
+            "num_transformer_submodules": 2,
+            "num_layers": cfg.num_decoder_layers,
+            "num_attention_heads": cfg.num_heads,
+            "token_dim": cfg.num_heads * cfg.d_kv,
+        }
     config = PrefixTuningConfig(
         task_type=_task_type(cfg),
         num_virtual_tokens=section.num_virtual_tokens,
-        num_transformer_submodules=2,
-        num_layers=cfg.num_decoder_layers,
-        num_attention_heads=cfg.num_heads,
-        token_dim=cfg.num_heads * cfg.d_kv,
         prefix_projection=section.prefix_projection,
         encoder_hidden_size=section.encoder_hidden_size,
+        **t5_sizes,
     )
     return _wrap(base, config)
 
@@ -189,12 +201,14 @@ def lora(base: torch.nn.Module, section: LoraParams, model_name: str) -> PeftMod
         for module in base.modules():
             if hasattr(getattr(module, "config", None), "use_cache"):
                 module.config.use_cache = False
+    # auto: PEFT's default for the architecture, or ours where PEFT has none (BioGPT).
+    target = _modules(section.target_modules) or EXTRA_LORA_TARGETS.get(_model_type(base))
     config = LoraConfig(
         task_type=_task_type(base.config),
         r=section.r,
         lora_alpha=section.alpha,
         lora_dropout=section.dropout,
-        target_modules=_modules(section.target_modules),
+        target_modules=target,
         use_dora=section.use_dora,
     )
     return _wrap(base, config)
@@ -222,6 +236,8 @@ def ia3(base: torch.nn.Module, section: IA3Params, model_name: str) -> PeftModel
     check_modules(base, section.feedforward_modules, "train_ia3.feedforward_modules")
     target = _modules(section.target_modules)
     feedforward = _modules(section.feedforward_modules)
+    if target is None and feedforward is None and _model_type(base) in EXTRA_IA3_TARGETS:
+        target, feedforward = EXTRA_IA3_TARGETS[_model_type(base)]  # PEFT has no default here
     if target is not None and feedforward is None:
         default = FEEDFORWARD.get(base.config.model_type, [])
         feedforward = [m for m in target if m in default]
