@@ -72,7 +72,7 @@ class ModelConfig(Section):
     name: str = "google/flan-t5-small"
     max_source_length: Annotated[Int, Field(ge=32)] = 512
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    threads: NonNegativeInt = 0
+    threads: Annotated[Int, Field(ge=0, le=1024)] = 0
 
 
 class IngestConfig(Section):
@@ -155,6 +155,14 @@ class EvaluateConfig(Section):
     latency_samples: PositiveInt = 20
     latency_warmup: NonNegativeInt = 3
     calibration_bins: Annotated[Int, Field(ge=2)] = 10
+
+    @field_validator("fewshot_k")
+    @classmethod
+    def _distinct(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        # fewshot_k3 twice would be scored twice and written under one name.
+        if len(set(v)) != len(v):
+            raise ValueError(f"list each K once, got {list(v)}")
+        return v
 
 
 class PlotConfig(Section):

@@ -65,6 +65,8 @@ def with_change(section: str, key: str, value: Any) -> dict[str, Any]:
         (with_change("train_lora", "target_modules", []), "train_lora.target_modules", "at least one"),
         (with_change("train_ia3", "lr", 0), "train_ia3.lr", "greater than 0"),
         (with_change("train_full", "weight_decay", -0.1), "train_full.weight_decay", "greater than or equal"),
+        (with_change("evaluate", "fewshot_k", [3, 3]), "evaluate.fewshot_k", "list each K once"),
+        (with_change("model", "threads", 100_000), "model.threads", "less than or equal to 1024"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_key(data: dict[str, Any], key: str, hint: str) -> None:
