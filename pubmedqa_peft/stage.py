@@ -52,7 +52,7 @@ def run(name: str, body: Callable[[Params], None], *, note_stale: bool = True) -
         log.info("stage %s: done", name)
     except (ConfigError, PipelineError) as err:
         note = stale_note(name) if note_stale else ""
-        print(f"error: stage {name}: {one_line(str(err))}{note}", file=sys.stderr)
+        print(f"error: stage {name}: {one_line(str(err)).rstrip('.')}{note}", file=sys.stderr)
         sys.exit(1)
 
 
@@ -74,7 +74,8 @@ def stale_note(name: str) -> str:
         name: The failed stage.
 
     Returns:
-        ``"; stale until it succeeds: <outputs> (fix the problem, then run `dvc repro`)"``,
+        ``"; later outputs stale until this stage succeeds: <outputs> (fix the problem, then
+        run `dvc repro`)"``,
         or ``""`` when nothing is downstream.
     """
     try:
@@ -92,4 +93,4 @@ def stale_note(name: str) -> str:
         return ""
     if not outs:
         return ""
-    return f"; stale until it succeeds: {', '.join(outs)} (fix the problem, then run `dvc repro`)"
+    return f"; later outputs stale until this stage succeeds: {', '.join(outs)} (fix the problem, then run `dvc repro`)"

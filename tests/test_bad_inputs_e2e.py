@@ -133,5 +133,9 @@ def test_a_failed_stage_names_the_later_outputs_it_leaves_stale(clone):
     set_params(clone, {"split.strategy": "official", "split.official_test_ids": "missing/test_ground_truth.json"})
     proc = dvc(clone, "repro", check=False)
     line = _fails_cleanly(clone, proc.returncode, proc.stderr, "error: stage split:", "split.official_test_ids")
-    assert "stale until it succeeds: " in line and "models/lora" in line and "metrics/eval.json" in line
+    assert (
+        "; later outputs stale until this stage succeeds: " in line
+        and "models/lora" in line
+        and "metrics/eval.json" in line
+    )
     assert line.endswith("(fix the problem, then run `dvc repro`)")
