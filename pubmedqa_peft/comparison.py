@@ -185,9 +185,10 @@ class Comparison:
         return MethodResult(p, latency, throughput, 1, 1)
 
     def tfidf_logreg(self) -> MethodResult:
-        """TF-IDF features and logistic regression fitted on train."""
+        """TF-IDF features and logistic regression on train, C and class weighting chosen on val."""
         ev = self.params.evaluate
-        model = baselines.fit_tfidf_logreg(self.splits["train"], ev.seed)
+        model, choice = baselines.choose_tfidf_logreg(self.splits["train"], self.splits["val"], ev.seed)
+        log.info("tfidf_logreg: chose %s on val", choice)
         p = {s: baselines.predict_tfidf_logreg(model, self.splits[s]) for s in EVAL_SPLITS}
         latency = _time_requests(
             lambda row: baselines.predict_tfidf_logreg(model, [row]),
@@ -199,7 +200,7 @@ class Comparison:
         baselines.predict_tfidf_logreg(model, self.splits["test"])
         throughput = len(self.splits["test"]) / max(time.perf_counter() - start, 1e-9)
         n_params = baselines.tfidf_logreg_parameters(model)
-        return MethodResult(p, latency, throughput, n_params, n_params)
+        return MethodResult(p, latency, throughput, n_params, n_params, extra={"choice": choice})
 
 
 def summarize(params: Params, splits: dict[str, list[Row]], results: dict[str, MethodResult]) -> dict[str, Any]:
@@ -316,6 +317,7 @@ def run_evaluate_stage(params: Params) -> dict[str, Any]:
 
     doc = summarize(params, splits, results)
     doc["fewshot_exemplars"] = {n: r.extra["exemplar_ids"] for n, r in results.items() if "exemplar_ids" in r.extra}
+    doc["tfidf_logreg_choice"] = results["tfidf_logreg"].extra["choice"]
     doc["provenance"] = provenance(model=params.model, evaluate=params.evaluate)
     write_plot_data(paths.EVAL_PLOTS_DIR, params, splits["test"], results)
     files.write_json(paths.EVAL_METRICS, doc)

@@ -189,3 +189,31 @@ def test_fewshot_refuses_a_budget_smaller_than_the_questions(train_rows, tokeniz
     shots = baselines.choose_exemplars(train_rows, 5, seed=0)
     with pytest.raises(ValueError, match="record q: the 5-shot prompt without contexts"):
         baselines.fewshot_prompts(tokenizer, shots, [{"id": "q", "question": "Does age matter?", "context": "x"}], 40)
+
+
+def test_tfidf_settings_are_chosen_on_val_and_beat_the_majority_on_real_test_data(pqal_rows):
+    from pubmedqa_peft import evaluation
+    from pubmedqa_peft.splits import stratified_split
+
+    split = stratified_split(pqal_rows, {"train": 0.8, "val": 0.1, "test": 0.1}, 42)
+    model, choice = baselines.choose_tfidf_logreg(split["train"], split["val"], seed=42)
+    assert (choice["C"], choice["class_weight"]) in baselines.TFIDF_GRID
+    y_val = [r["label"] for r in split["val"]]
+    assert choice["val_macro_f1"] == evaluation.macro_f1(y_val, baselines.predict_tfidf_logreg(model, split["val"]))
+    # Each other setting, fitted the same way, does no better on val.
+    for C, weight in baselines.TFIDF_GRID:
+        other = baselines.fit_tfidf_logreg(split["train"], 42, C=C, class_weight=weight)
+        assert evaluation.macro_f1(y_val, baselines.predict_tfidf_logreg(other, split["val"])) <= choice["val_macro_f1"]
+    y_test = [r["label"] for r in split["test"]]
+    majority = evaluation.macro_f1(y_test, baselines.majority_p_yes([r["label"] for r in split["train"]], len(y_test)))
+    chosen = evaluation.macro_f1(y_test, baselines.predict_tfidf_logreg(model, split["test"]))
+    assert chosen > majority + 0.15, (chosen, majority)  # measured: 0.588 vs 0.382
+
+
+def test_tfidf_choice_is_deterministic(train_rows):
+    val = train_rows[:30]
+    a, choice_a = baselines.choose_tfidf_logreg(train_rows[30:], val, seed=0)
+    b, choice_b = baselines.choose_tfidf_logreg(train_rows[30:], val, seed=0)
+    assert choice_a == choice_b
+    test = _rows(20, seed=9)
+    assert np.array_equal(baselines.predict_tfidf_logreg(a, test), baselines.predict_tfidf_logreg(b, test))
