@@ -439,11 +439,14 @@ def plot_loss_curves(curves: Mapping[str, Mapping[str, pd.DataFrame]], *, footer
         ax.set_title(method_label(method), color="black")
         ax.set_xlabel("Optimizer step")  # every panel: the methods' step counts differ, x is not shared
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="upper right", fontsize=8)
     if axes:
         # Shared, so this sets every panel: cross-entropy is never negative, and a zero floor keeps heights comparable.
         axes[0].set_ylim(bottom=0)
+    for ax in axes:
+        # After the shared y-limits are set: "best" then avoids the curves as they are drawn
+        # (a fixed corner covered them once the axis starts at 0 and the losses sit high).
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize=8)
     _outer_labels(axes, ncols, None, "Loss (cross-entropy, nats/token)")
     fig.suptitle(
         _wrap(fig, "Training and validation loss (the same y-axis in every panel)", _STYLE["figure.titlesize"])
