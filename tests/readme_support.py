@@ -10,6 +10,37 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 _BASH_BLOCK = re.compile(r"^```bash\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
+def section(title: str, text: str | None = None) -> str:
+    """The Markdown of the README section headed ``## title``, up to the next ``## `` heading.
+
+    Raises:
+        AssertionError: If there is no such section.
+    """
+    text = README.read_text(encoding="utf-8") if text is None else text
+    found = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL)
+    assert found, f"no README section {title!r}"
+    return found.group(1)
+
+
+def shell_lines(text: str | None = None) -> list[str]:
+    """Every command line of the ``bash`` blocks as written, for a shell to run (comments kept).
+
+    Args:
+        text: Markdown to read; None reads the README.
+
+    Returns:
+        One line per command, in order; backslash-continued lines are joined into one, and
+        blank and comment-only lines are left out.
+    """
+    text = README.read_text(encoding="utf-8") if text is None else text
+    return [
+        line
+        for block in _BASH_BLOCK.findall(text)
+        for line in block.replace("\\\n", " ").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
 def commands(text: str | None = None) -> list[list[str]]:
     """Every command of the ``bash`` blocks, as the shell splits it (comments dropped, no expansion).
 
@@ -19,16 +50,14 @@ def commands(text: str | None = None) -> list[list[str]]:
     Returns:
         One argument list per command; backslash-continued lines are one command.
     """
-    text = README.read_text(encoding="utf-8") if text is None else text
     found: list[list[str]] = []
-    for block in _BASH_BLOCK.findall(text):
-        for line in block.replace("\\\n", " ").splitlines():
-            try:
-                args = shlex.split(line, comments=True)
-            except ValueError:  # not one command (an unbalanced quote): nothing a test looks for
-                continue
-            if args:
-                found.append(args)
+    for line in shell_lines(text):
+        try:
+            args = shlex.split(line, comments=True)
+        except ValueError:  # not one command (an unbalanced quote): nothing a test looks for
+            continue
+        if args:
+            found.append(args)
     return found
 
 
