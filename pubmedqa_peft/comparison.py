@@ -88,6 +88,9 @@ class Comparison:
         # A decoder-only model's prompt leaves room for its answer in the same sequence.
         family = modeling.load_family(params.model.name)
         self.max_len = params.model.max_source_length - family.answer_room(self.tokenizer, LABELS)
+        # A decoder-only model's answers are split from prompt + answer encoded together,
+        # which needs the prompt's text; a seq2seq model scores the fitted ids as they are.
+        self.score_texts = family.causal
         self.base = modeling.load_base_model(params.model.name, self.device)
         self.base_total = modeling.count_parameters(self.base)[1]
         log.info("fitting zero-shot prompts for %s", ", ".join(EVAL_SPLITS))
@@ -107,7 +110,12 @@ class Comparison:
         for s in EVAL_SPLITS:
             start = time.perf_counter()
             loglik = scoring.score_yes_no(
-                model, self.tokenizer, ids[s] if ids else prompts[s], ev.batch_size, self.max_len, desc=f"{name} {s}"
+                model,
+                self.tokenizer,
+                ids[s] if ids and not self.score_texts else prompts[s],
+                ev.batch_size,
+                self.max_len,
+                desc=f"{name} {s}",
             )
             if s == "test":
                 throughput = len(prompts[s]) / (time.perf_counter() - start)

@@ -89,37 +89,14 @@ class Family:
         """
         if not self.causal:
             return {"input_ids": prompt_ids, "labels": list(tokenizer(text_target=answer).input_ids)}
-        continuation = continuation_ids(tokenizer, prompt_text, prompt_ids, ANSWER_DELIMITER + answer)
+        # The very split the scorer uses, so that training and scoring see the same tokens.
+        from pubmedqa_peft.causal_scoring import encode_pair
+
+        context, continuation = encode_pair(tokenizer, prompt_text, ANSWER_DELIMITER + answer)
+        if context != list(prompt_ids):  # pragma: no cover - fitting and the split tokenise alike
+            raise ValueError("the prompt encodes differently when split from its answer")
         tail = [*continuation, tokenizer.eos_token_id]
         return {"input_ids": [*prompt_ids, *tail], "labels": [-100] * len(prompt_ids) + tail}
-
-
-def continuation_ids(tokenizer: Any, context: str, context_ids: Sequence[int], continuation: str) -> list[int]:
-    """The tokens of ``continuation`` after ``context``, as lm-evaluation-harness splits them.
-
-    The two are encoded together and the result is cut at the length of the context
-    encoded alone; trailing spaces of the context move to the continuation first. This
-    is the harness's ``_encode_pair``: a tokenizer that merges across the boundary gives
-    the continuation the merged tokens.
-
-    Args:
-        tokenizer: The model's tokenizer.
-        context: The prompt text.
-        context_ids: ``tokenizer(context).input_ids``.
-        continuation: The answer with its leading delimiter (`` yes``).
-
-    Returns:
-        The continuation's token ids (at least one).
-    """
-    spaces = len(context) - len(context.rstrip())
-    if spaces:
-        context, continuation = context[:-spaces], context[-spaces:] + continuation
-        context_ids = tokenizer(context, verbose=False).input_ids
-    whole = tokenizer(context + continuation, verbose=False).input_ids
-    tail = list(whole[len(context_ids) :])
-    if not tail:  # pragma: no cover - a tokenizer that swallows the answer into the prompt
-        raise ValueError(f"{continuation!r} adds no token after the prompt")
-    return tail
 
 
 FAMILIES = {

@@ -309,6 +309,8 @@ def score_yes_no(
     n = len(prompts)
     if n == 0:
         return np.zeros((0, len(LABELS)), dtype=np.float64)
+    if is_causal(model):
+        return _score_causal(model, tokenizer, prompts, batch_size, max_length, progress, desc)
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         raise ValueError("the tokenizer has no pad token")
@@ -345,6 +347,35 @@ def score_yes_no(
             out[idx] = scores
             bar.update()
     return out
+
+
+def is_causal(model: Any) -> bool:
+    """Whether ``model`` (or the model a PEFT wrapper holds) is decoder-only."""
+    return not getattr(getattr(model, "config", None), "is_encoder_decoder", False)
+
+
+def _score_causal(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str] | Sequence[Sequence[int]],
+    batch_size: int,
+    max_length: int,
+    progress: bool,
+    desc: str,
+) -> np.ndarray:
+    """:func:`score_yes_no` for a decoder-only model: each answer as the continuation of its prompt."""
+    # Imported here: causal_scoring builds on this module's batch runner.
+    from pubmedqa_peft.causal_scoring import score_answers_causal
+    from pubmedqa_peft.families import ANSWER_DELIMITER
+
+    lengths = [len(ids) for ids in encode_prompts(tokenizer, prompts)]
+    if max(lengths) > max_length:
+        i = int(np.argmax(lengths))
+        raise ValueError(
+            f"prompt {i} has {lengths[i]} tokens, more than max_length={max_length}; fit it with prompts.fit_prompt"
+        )
+    answers = [ANSWER_DELIMITER + verbalize(label) for label in LABELS]
+    return score_answers_causal(model, tokenizer, prompts, answers, batch_size, progress=progress, desc=desc)
 
 
 def cpu_workers(device: torch.device, batches: int) -> int:

@@ -68,13 +68,18 @@ def test_a_causal_example_is_prompt_answer_eos_with_loss_on_the_answer_only(tiny
         assert prompt.rstrip().endswith("yes or no.")
 
 
-def test_continuation_ids_split_the_joint_encoding_at_the_context_length(tiny_model_dir):
-    tok = modeling.load_tokenizer(str(tiny_model_dir("tiny-gpt2")))
-    context = "Answer the question with yes or no. "  # a trailing space moves to the answer
-    ids = families.continuation_ids(tok, context, tok(context).input_ids, "yes")
-    whole = tok(context.rstrip() + " yes").input_ids
-    assert ids == whole[len(tok(context.rstrip()).input_ids) :]
-    assert tok.decode(ids) == " yes"
+def test_training_and_scoring_split_the_answer_alike(tiny_model_dir, pqal_rows):
+    from pubmedqa_peft.causal_scoring import encode_pair
+    from pubmedqa_peft.prompts import format_prompt
+
+    for arch in CAUSAL:
+        tok = modeling.load_tokenizer(str(tiny_model_dir(arch)))
+        row = pqal_rows[0]
+        prompt = format_prompt(row["question"], row["context"][:200])
+        ids = tok(prompt).input_ids
+        example = families.FAMILIES["causal"].encode_example(tok, prompt, ids, "yes")
+        context, continuation = encode_pair(tok, prompt, " yes")
+        assert example["input_ids"] == [*context, *continuation, tok.eos_token_id], arch
 
 
 class _KeepModel(TrainerCallback):

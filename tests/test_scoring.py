@@ -325,3 +325,19 @@ def test_latency_and_throughput_are_positive_and_ordered(model, tokenizer):
     assert lat["samples"] == 5
     tput = scoring.measure_throughput(model, tokenizer, prompts, batch_size=4, max_length=512)
     assert tput > 0
+
+
+def test_a_decoder_only_model_is_scored_as_answers_continuing_the_prompt(tiny_model_dir, pqal_rows):
+    from pubmedqa_peft import causal_scoring, modeling
+    from pubmedqa_peft.prompts import fit_prompts
+
+    directory = str(tiny_model_dir("tiny-gpt2"))
+    tok = modeling.load_tokenizer(directory)
+    model = modeling.load_base_model(directory, torch.device("cpu"))
+    prompts = fit_prompts(tok, pqal_rows[:5], 90, "rows")
+    got = scoring.score_yes_no(model, tok, prompts, 2, 90, progress=False)
+    # Column order is LABELS (no, yes), each answer with the harness's leading space.
+    want = causal_scoring.score_answers_causal(model, tok, prompts, [" no", " yes"], 5, progress=False)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="more than max_length=40"):
+        scoring.score_yes_no(model, tok, prompts, 2, 40, progress=False)
