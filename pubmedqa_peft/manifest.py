@@ -37,6 +37,8 @@ class RunManifest(BaseModel):
     """The hub snapshot's commit when the base came from the hub; None for a local directory."""
     model_type: str
     """``config.model_type`` of the base (``t5``)."""
+    family: Literal["seq2seq", "causal"] = "seq2seq"
+    """How the base reads prompt and answer (:mod:`pubmedqa_peft.families`)."""
     labels: tuple[str, ...]
     prompt_template: str
     """Version of :func:`pubmedqa_peft.prompts.format_prompt` the model was trained with."""

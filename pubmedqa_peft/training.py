@@ -417,6 +417,7 @@ def _manifest(method: str, params: Params, base: Any) -> RunManifest:
         base_model=params.model.name,
         base_model_revision=modeling.base_model_revision(params.model.name),
         model_type=base.config.model_type,
+        family=families.family_of(base.config).name,
         labels=LABELS,
         prompt_template=TEMPLATE_VERSION,
         max_source_length=params.model.max_source_length,

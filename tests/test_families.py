@@ -158,3 +158,23 @@ def test_t5_fast_paths_touch_no_other_architecture(tiny_model_dir):
         isinstance(getattr(m, "forward", None), types.MethodType) and m.forward.__func__.__module__ == fastpath.__name__
         for m in model.modules()
     )
+
+
+def test_a_decoder_model_run_records_its_family(tmp_path, tiny_model_dir, pqal_rows):
+    import json
+
+    directory = tiny_model_dir("tiny-gpt2")
+    params = tiny_params(directory, train={"epochs": 1})
+    train_method(
+        "lora",
+        params,
+        pqal_rows[:8],
+        pqal_rows[8:10],
+        adapter_out=tmp_path / "model",
+        metrics_out=tmp_path / "metrics.json",
+        plots_out=None,
+        checkpoints=tmp_path / "ckpt",
+        fingerprint="family",
+    )
+    manifest = json.loads((tmp_path / "model" / "run.json").read_text())
+    assert (manifest["model_type"], manifest["family"]) == ("gpt2", "causal")

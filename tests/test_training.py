@@ -104,6 +104,7 @@ def test_training_lowers_the_loss_and_saves_a_model_that_reloads_bit_identically
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pth"))]
     manifest = json.loads((out / "adapter" / "run.json").read_text())
     assert manifest["method"] == method and manifest["base_model"] == str(tiny_t5_dir)
+    assert (manifest["model_type"], manifest["family"]) == ("t5", "seq2seq")
     assert manifest["quantize"] == section.get("quantize", "none")
     written = json.loads((out / "metrics.json").read_text())
     assert written["trainable_params"] == metrics["trainable_params"] > 0
