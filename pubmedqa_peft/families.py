@@ -89,12 +89,12 @@ class Family:
         """
         if not self.causal:
             return {"input_ids": prompt_ids, "labels": list(tokenizer(text_target=answer).input_ids)}
-        # The very split the scorer uses, so that training and scoring see the same tokens.
-        from pubmedqa_peft.causal_scoring import encode_pair
+        # The very split the scorer uses, so that training and scoring see the same tokens;
+        # the prompt's ids are given, so only prompt + answer is encoded again.
+        from pubmedqa_peft.causal_scoring import encode_requests
 
-        context, continuation = encode_pair(tokenizer, prompt_text, ANSWER_DELIMITER + answer)
-        if context != list(prompt_ids):  # pragma: no cover - fitting and the split tokenise alike
-            raise ValueError("the prompt encodes differently when split from its answer")
+        (request,) = encode_requests(tokenizer, [prompt_text], [ANSWER_DELIMITER + answer], context_ids=[prompt_ids])
+        (continuation,) = request.continuations
         tail = [*continuation, tokenizer.eos_token_id]
         return {"input_ids": [*prompt_ids, *tail], "labels": [-100] * len(prompt_ids) + tail}
 

@@ -365,16 +365,24 @@ def _score_causal(
 ) -> np.ndarray:
     """:func:`score_yes_no` for a decoder-only model: each answer as the continuation of its prompt."""
     # Imported here: causal_scoring builds on this module's batch runner.
-    from pubmedqa_peft.causal_scoring import score_answers_causal
+    from pubmedqa_peft.causal_scoring import encode_requests, score_answers_causal
     from pubmedqa_peft.families import ANSWER_DELIMITER
 
-    lengths = [len(ids) for ids in encode_prompts(tokenizer, prompts)]
+    answers = [ANSWER_DELIMITER + verbalize(label) for label in LABELS]
+    texts = [isinstance(p, str) for p in prompts]
+    if any(texts) and not all(texts):
+        raise TypeError("prompts must be all texts or all token-id sequences, not a mix")
+    if all(texts):
+        # Encoded once here (prompt alone and with each answer) and scored as they are.
+        prompts = encode_requests(tokenizer, prompts, answers)  # type: ignore[arg-type]
+        lengths = [len(r.context) for r in prompts]
+    else:
+        lengths = [len(ids) for ids in prompts]
     if max(lengths) > max_length:
         i = int(np.argmax(lengths))
         raise ValueError(
             f"prompt {i} has {lengths[i]} tokens, more than max_length={max_length}; fit it with prompts.fit_prompt"
         )
-    answers = [ANSWER_DELIMITER + verbalize(label) for label in LABELS]
     return score_answers_causal(model, tokenizer, prompts, answers, batch_size, progress=progress, desc=desc)
 
 

@@ -371,7 +371,7 @@ def train_method(
         log.info("saving %s to %s", spec.saves, adapter_out)
         with files.atomic_path(adapter_out) as tmp:
             model.save_pretrained(str(tmp), safe_serialization=True)
-            write_manifest(tmp, _manifest(method, params, base))
+            write_manifest(tmp, _manifest(spec, loading, family, params, base))
             size_on_disk = directory_size(tmp)
     n_tokens = sum(len(f["input_ids"]) + len(f["labels"]) for f in train_ds.features)
     metrics = {
@@ -408,16 +408,21 @@ def train_method(
     return metrics
 
 
-def _manifest(method: str, params: Params, base: Any) -> RunManifest:
+def _manifest(
+    spec: registry.Method,
+    loading: registry.BaseLoading,
+    family: families.Family,
+    params: Params,
+    base: Any,
+) -> RunManifest:
     """The ``run.json`` of a trained method: what it is and how to load it again."""
-    loading = registry.get(method).base_loading(params.method(method))
     return RunManifest(
-        method=method,
-        saves=registry.get(method).saves,
+        method=spec.name,
+        saves=spec.saves,
         base_model=params.model.name,
         base_model_revision=modeling.base_model_revision(params.model.name),
         model_type=base.config.model_type,
-        family=families.family_of(base.config).name,
+        family=family.name,
         labels=LABELS,
         prompt_template=TEMPLATE_VERSION,
         max_source_length=params.model.max_source_length,
