@@ -120,7 +120,6 @@ records (contexts joined by spaces; prompt = ``format_prompt(question, context)`
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import statistics
@@ -135,7 +134,7 @@ import torch
 from pubmedqa_peft import files, random_tokenizers
 from pubmedqa_peft.modeling import OFFLINE_MODEL_DIR, count_parameters
 from pubmedqa_peft.prompts import LABELS, format_prompt
-from pubmedqa_peft.random_tokenizers import GPT2_EOS, LLAMA3_SPECIAL_TOKENS, SENTENCEPIECE_THREADS
+from pubmedqa_peft.random_tokenizers import GPT2_EOS, LLAMA3_SPECIAL_TOKENS
 from pubmedqa_peft.stage import PipelineError, setup_logging
 
 log = logging.getLogger(__name__)
@@ -423,27 +422,18 @@ def train_sentencepiece(texts: Sequence[str], vocab_size: int, seed: int = 0) ->
     Returns:
         The serialised SentencePiece model (``.model`` file bytes).
     """
-    import sentencepiece as spm
-
-    spm.set_random_generator_seed(seed)
-    out = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts),
-        model_writer=out,
+    return random_tokenizers.sentencepiece_model(
+        texts,
+        seed,
         model_type="unigram",
         vocab_size=vocab_size,
-        hard_vocab_limit=False,  # a small corpus gives fewer pieces instead of an error
         character_coverage=1.0,  # every character of the corpus gets a piece: no <unk> on PubMedQA
         normalization_rule_name="nmt_nfkc",  # T5's normaliser
         pad_id=0,
         eos_id=1,
         unk_id=2,
         bos_id=-1,  # T5 has no beginning-of-sequence token
-        max_sentence_length=1 << 16,  # bytes; the default 4192 would silently skip long passages
-        num_threads=SENTENCEPIECE_THREADS,
-        minloglevel=2,
     )
-    return out.getvalue()
 
 
 def _protobuf_fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:

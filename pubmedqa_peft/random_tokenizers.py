@@ -337,16 +337,11 @@ def train_sentencepiece_bpe(texts: Sequence[str], vocab_size: int, seed: int = 0
     Returns:
         The serialised SentencePiece model (``.model`` file bytes).
     """
-    import sentencepiece as spm
-
-    spm.set_random_generator_seed(seed)
-    out = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts),
-        model_writer=out,
+    return sentencepiece_model(
+        texts,
+        seed,
         model_type="bpe",
         vocab_size=vocab_size,
-        hard_vocab_limit=False,  # a small corpus gives fewer pieces instead of an error
         character_coverage=0.99995,
         byte_fallback=True,  # rarer characters become <0xNN> byte pieces, never <unk>
         split_digits=True,
@@ -359,9 +354,36 @@ def train_sentencepiece_bpe(texts: Sequence[str], vocab_size: int, seed: int = 0
         bos_id=1,
         eos_id=2,
         pad_id=-1,  # Llama-2 and Mistral have no pad token
-        max_sentence_length=1 << 16,  # bytes; the default 4192 would silently skip long passages
+    )
+
+
+def sentencepiece_model(texts: Sequence[str], seed: int, **options: Any) -> bytes:
+    """Train a SentencePiece model deterministically with the given trainer ``options``.
+
+    What every SentencePiece tokenizer here shares: a fixed seed and thread count (the
+    result depends on both), a small corpus giving fewer pieces rather than an error,
+    long passages kept (the default 4192-byte limit would silently skip them), no log.
+
+    Args:
+        texts: Training texts.
+        seed: SentencePiece's random seed.
+        **options: The model's own ``SentencePieceTrainer`` settings (type, size, ids, ...).
+
+    Returns:
+        The serialised SentencePiece model (``.model`` file bytes).
+    """
+    import sentencepiece as spm
+
+    spm.set_random_generator_seed(seed)
+    out = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_writer=out,
+        hard_vocab_limit=False,
+        max_sentence_length=1 << 16,
         num_threads=SENTENCEPIECE_THREADS,
         minloglevel=2,
+        **options,
     )
     return out.getvalue()
 
