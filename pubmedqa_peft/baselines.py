@@ -220,7 +220,7 @@ def _allocate(lengths: list[int], weights: list[float], budget: int) -> list[int
     return alloc
 
 
-def fewshot_prompt(tokenizer: Any, exemplars: Sequence[Row], row: Row, max_length: int) -> str:
+def fewshot_prompt(tokenizer: Any, exemplars: Sequence[Row], row: Row, max_length: int, chat: bool = False) -> str:
     """One few-shot prompt that fits ``max_length`` tokens, only contexts shortened.
 
     The tokens left after the questions, answers and template are shared between the
@@ -235,6 +235,7 @@ def fewshot_prompt(tokenizer: Any, exemplars: Sequence[Row], row: Row, max_lengt
         exemplars: Records with ``question``, ``context`` and ``label``.
         row: The query record (``id``, ``question``, ``context``).
         max_length: Token budget including special tokens.
+        chat: Exemplars and query as chat turns (:func:`pubmedqa_peft.prompts.format_fewshot_prompt`).
 
     Returns:
         Prompt text of at most ``max_length`` tokens.
@@ -254,7 +255,7 @@ def fewshot_prompt(tokenizer: Any, exemplars: Sequence[Row], row: Row, max_lengt
         ]
         for shot, text in zip(shots, texts, strict=False):
             shot["context"] = text
-        return format_fewshot_prompt(shots, row["question"], texts[-1])
+        return format_fewshot_prompt(shots, row["question"], texts[-1], tokenizer, chat)
 
     def length(text: str) -> int:
         return len(tokenizer(text, verbose=False).input_ids)
@@ -281,7 +282,9 @@ def fewshot_prompt(tokenizer: Any, exemplars: Sequence[Row], row: Row, max_lengt
     return build([0] * len(ids))
 
 
-def fewshot_prompts(tokenizer: Any, exemplars: Sequence[Row], rows: Sequence[Row], max_length: int) -> list[str]:
+def fewshot_prompts(
+    tokenizer: Any, exemplars: Sequence[Row], rows: Sequence[Row], max_length: int, chat: bool = False
+) -> list[str]:
     """:func:`fewshot_prompt` for every row; each is measured and fits ``max_length`` tokens.
 
     Args:
@@ -289,8 +292,9 @@ def fewshot_prompts(tokenizer: Any, exemplars: Sequence[Row], rows: Sequence[Row
         exemplars: The in-context exemplars (see :func:`choose_exemplars`).
         rows: Query records.
         max_length: Token budget including special tokens.
+        chat: Exemplars and query as chat turns (see :func:`fewshot_prompt`).
 
     Returns:
         One prompt per row, in order.
     """
-    return [fewshot_prompt(tokenizer, exemplars, r, max_length) for r in rows]
+    return [fewshot_prompt(tokenizer, exemplars, r, max_length, chat) for r in rows]

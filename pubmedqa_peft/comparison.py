@@ -24,7 +24,7 @@ import numpy as np
 from pubmedqa_peft import baselines, evaluation, files, modeling, paths, scoring
 from pubmedqa_peft.config import Params
 from pubmedqa_peft.methods import registry
-from pubmedqa_peft.prompts import LABELS, fit_prompts_encoded
+from pubmedqa_peft.prompts import LABELS, fit_prompts_encoded, uses_chat
 from pubmedqa_peft.provenance import provenance
 from pubmedqa_peft.stage import PipelineError
 
@@ -87,7 +87,8 @@ class Comparison:
         self.tokenizer = modeling.load_tokenizer(params.model.name)
         # A decoder-only model's prompt leaves room for its answer in the same sequence.
         family = modeling.load_family(params.model.name)
-        self.max_len = params.model.max_source_length - family.answer_room(self.tokenizer, LABELS)
+        self.chat = uses_chat(self.tokenizer, params.model.chat_template)
+        self.max_len = params.model.max_source_length - family.answer_room(self.tokenizer, LABELS, self.chat)
         # A decoder-only model's answers are split from prompt + answer encoded together,
         # which needs the prompt's text; a seq2seq model scores the fitted ids as they are.
         self.score_texts = family.causal
@@ -95,7 +96,8 @@ class Comparison:
         self.base_total = modeling.count_parameters(self.base)[1]
         log.info("fitting zero-shot prompts for %s", ", ".join(EVAL_SPLITS))
         fitted = {
-            s: fit_prompts_encoded(self.tokenizer, splits[s], self.max_len, paths.split_file(s)) for s in EVAL_SPLITS
+            s: fit_prompts_encoded(self.tokenizer, splits[s], self.max_len, paths.split_file(s), self.chat)
+            for s in EVAL_SPLITS
         }
         self.prompts = {s: [p.text for p in fitted[s]] for s in EVAL_SPLITS}
         # Their token ids, computed once while fitting and scored by every model as they are.
@@ -116,12 +118,13 @@ class Comparison:
                 ev.batch_size,
                 self.max_len,
                 desc=f"{name} {s}",
+                chat=self.chat,
             )
             if s == "test":
                 throughput = len(prompts[s]) / (time.perf_counter() - start)
             p_yes[s] = scoring.probabilities(loglik)
         latency = scoring.measure_latency(
-            model, self.tokenizer, prompts["test"], ev.latency_samples, ev.latency_warmup, self.max_len
+            model, self.tokenizer, prompts["test"], ev.latency_samples, ev.latency_warmup, self.max_len, self.chat
         )
         log.info("%s: test latency median %.4fs, throughput %.1f ex/s", name, latency["median"], throughput)
         return MethodResult(p_yes, {k: latency[k] for k in ("median", "p90")}, throughput, 0, self.base_total)
@@ -157,7 +160,7 @@ class Comparison:
             ) from None
         try:
             prompts = {
-                s: baselines.fewshot_prompts(self.tokenizer, exemplars, self.splits[s], self.max_len)
+                s: baselines.fewshot_prompts(self.tokenizer, exemplars, self.splits[s], self.max_len, self.chat)
                 for s in EVAL_SPLITS
             }
         except ValueError as err:
@@ -302,11 +305,19 @@ def run_evaluate_stage(params: Params) -> dict[str, Any]:
     # Every input is checked before the first model is loaded: a missing or unusable
     # trained model must not stop the stage after minutes of scoring the others.
     methods = registry.names()
+    manifests = {m: modeling.check_trained_model(paths.adapter_dir(m)) for m in methods}
     for m in methods:
-        modeling.check_trained_model(paths.adapter_dir(m))
         if not paths.train_metrics_file(m).is_file():
             raise PipelineError(f"{paths.train_metrics_file(m)} not found: run `dvc repro train_{m}` first")
     cmp = Comparison(params, splits)
+    # Every method is scored on the same prompts, so each must have been trained on them.
+    for m, manifest in manifests.items():
+        if manifest.chat_template != cmp.chat:
+            raise PipelineError(
+                f"{paths.adapter_dir(m)}/run.json: trained with chat_template={manifest.chat_template}, "
+                f"but model.chat_template={params.model.chat_template} gives {cmp.chat} here; "
+                f"retrain with `dvc repro train_{m}`"
+            )
     # Few-shot exemplars and prompts too: a k the data or the token budget cannot serve
     # must stop the stage now, not after every other method was scored.
     fewshot = {k: cmp.fewshot_prompts(k) for k in params.evaluate.fewshot_k}

@@ -73,6 +73,7 @@ class ModelConfig(Section):
     max_source_length: Annotated[Int, Field(ge=32)] = 512
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     threads: Annotated[Int, Field(ge=0, le=1024)] = 0
+    chat_template: Literal["auto", "none"] = "auto"
 
 
 class IngestConfig(Section):

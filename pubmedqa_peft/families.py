@@ -37,6 +37,17 @@ SUPPORTED: dict[str, str] = {
 ANSWER_DELIMITER = " "
 """Put between a causal model's prompt and its answer (lm-evaluation-harness's ``target_delimiter``)."""
 
+
+def answer_delimiter(chat: bool) -> str:
+    """What separates a causal model's prompt from its answer.
+
+    A space after a plain prompt; nothing after a chat template's generation prompt,
+    which already ends the assistant's header (lm-evaluation-harness does the same when
+    it applies a chat template).
+    """
+    return "" if chat else ANSWER_DELIMITER
+
+
 # PEFT ships no default LoRA / IA3 targets for BioGPT (peft 0.21): its attention projections
 # are q_proj/k_proj/v_proj/out_proj and its feed-forward fc1/fc2, as in BART.
 EXTRA_LORA_TARGETS: dict[str, list[str]] = {"biogpt": ["q_proj", "v_proj"]}
@@ -63,17 +74,20 @@ class Family:
         """Whether the prompt and answer share one sequence (decoder-only)."""
         return self.name == "causal"
 
-    def answer_room(self, tokenizer: Any, labels: Sequence[str]) -> int:
+    def answer_room(self, tokenizer: Any, labels: Sequence[str], chat: bool = False) -> int:
         """Tokens a prompt must leave free in ``model.max_source_length`` for the answer.
 
         Seq2seq answers go to the decoder (0); a causal model's answer, plus EOS, follows the
-        prompt in the same sequence.
+        prompt in the same sequence. ``chat``: the prompt went through a chat template.
         """
         if not self.causal:
             return 0
-        return 1 + max(len(tokenizer(ANSWER_DELIMITER + label, add_special_tokens=False).input_ids) for label in labels)
+        delimiter = answer_delimiter(chat)
+        return 1 + max(len(tokenizer(delimiter + label, add_special_tokens=False).input_ids) for label in labels)
 
-    def encode_example(self, tokenizer: Any, prompt_text: str, prompt_ids: list[int], answer: str) -> dict[str, Any]:
+    def encode_example(
+        self, tokenizer: Any, prompt_text: str, prompt_ids: list[int], answer: str, chat: bool = False
+    ) -> dict[str, Any]:
         """One training example: ``input_ids`` and ``labels`` (``-100`` where no loss is taken).
 
         Args:
@@ -81,6 +95,7 @@ class Family:
             prompt_text: The fitted prompt.
             prompt_ids: ``tokenizer(prompt_text).input_ids``.
             answer: The answer word (``yes``).
+            chat: The prompt went through a chat template (no space before the answer).
 
         Returns:
             Seq2seq: the prompt as ``input_ids``, the answer's target tokens (with EOS) as
@@ -93,10 +108,14 @@ class Family:
         # the prompt's ids are given, so only prompt + answer is encoded again.
         from pubmedqa_peft.causal_scoring import encode_requests
 
-        (request,) = encode_requests(tokenizer, [prompt_text], [ANSWER_DELIMITER + answer], context_ids=[prompt_ids])
+        answers = [answer_delimiter(chat) + answer]
+        # A chat prompt ends with the template's newline, which the harness's split moves
+        # into the answer: the context is then encoded without it, so its ids are not reusable.
+        reuse = prompt_text == prompt_text.rstrip()
+        (request,) = encode_requests(tokenizer, [prompt_text], answers, context_ids=[prompt_ids] if reuse else None)
         (continuation,) = request.continuations
         tail = [*continuation, tokenizer.eos_token_id]
-        return {"input_ids": [*prompt_ids, *tail], "labels": [-100] * len(prompt_ids) + tail}
+        return {"input_ids": [*request.context, *tail], "labels": [-100] * len(request.context) + tail}
 
 
 FAMILIES = {

@@ -42,6 +42,8 @@ class RunManifest(BaseModel):
     labels: tuple[str, ...]
     prompt_template: str
     """Version of :func:`pubmedqa_peft.prompts.format_prompt` the model was trained with."""
+    chat_template: bool = False
+    """Whether prompts went through the tokenizer's chat template (``model.chat_template``)."""
     max_source_length: int
     quantize: Literal["none", "4bit", "8bit"] = "none"
     compute_dtype: str = "float32"

@@ -271,6 +271,7 @@ def score_yes_no(
     reuse_encoder: bool = True,
     progress: bool = True,
     desc: str = "scoring",
+    chat: bool = False,
 ) -> np.ndarray:
     """Log-likelihood of each answer for each prompt.
 
@@ -295,6 +296,8 @@ def score_yes_no(
             neither ``encoder_outputs`` nor a cache.
         progress: Show a tqdm bar over batches.
         desc: Label of the progress bar.
+        chat: The prompts went through a chat template (a decoder-only model's answer then
+            follows them with no space; see :func:`pubmedqa_peft.families.answer_delimiter`).
 
     Returns:
         Array of shape ``(len(prompts), 2)``: ``[log P(no), log P(yes)]`` per prompt
@@ -310,7 +313,7 @@ def score_yes_no(
     if n == 0:
         return np.zeros((0, len(LABELS)), dtype=np.float64)
     if is_causal(model):
-        return _score_causal(model, tokenizer, prompts, batch_size, max_length, progress, desc)
+        return _score_causal(model, tokenizer, prompts, batch_size, max_length, progress, desc, chat)
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         raise ValueError("the tokenizer has no pad token")
@@ -362,13 +365,14 @@ def _score_causal(
     max_length: int,
     progress: bool,
     desc: str,
+    chat: bool = False,
 ) -> np.ndarray:
     """:func:`score_yes_no` for a decoder-only model: each answer as the continuation of its prompt."""
     # Imported here: causal_scoring builds on this module's batch runner.
     from pubmedqa_peft.causal_scoring import encode_requests, score_answers_causal
-    from pubmedqa_peft.families import ANSWER_DELIMITER
+    from pubmedqa_peft.families import answer_delimiter
 
-    answers = [ANSWER_DELIMITER + verbalize(label) for label in LABELS]
+    answers = [answer_delimiter(chat) + verbalize(label) for label in LABELS]
     texts = [isinstance(p, str) for p in prompts]
     if any(texts) and not all(texts):
         raise TypeError("prompts must be all texts or all token-id sequences, not a mix")
@@ -465,6 +469,7 @@ def measure_latency(
     samples: int,
     warmup: int,
     max_length: int,
+    chat: bool = False,
 ) -> dict[str, float]:
     """Wall-clock seconds of batch-1 requests: tokenization plus scoring of one prompt.
 
@@ -478,6 +483,7 @@ def measure_latency(
         samples: Timed requests.
         warmup: Untimed requests before timing.
         max_length: Token budget of a prompt.
+        chat: The prompts went through a chat template (see :func:`score_yes_no`).
 
     Returns:
         ``{"median": s, "p90": s, "samples": n}`` in seconds per request.
@@ -485,12 +491,12 @@ def measure_latency(
     if not prompts or samples < 1:
         raise ValueError("need at least one prompt and one timed sample")
     for i in range(warmup):
-        score_yes_no(model, tokenizer, [prompts[i % len(prompts)]], 1, max_length, progress=False)
+        score_yes_no(model, tokenizer, [prompts[i % len(prompts)]], 1, max_length, progress=False, chat=chat)
     times = []
     for i in range(samples):
         prompt = prompts[(warmup + i) % len(prompts)]
         start = time.perf_counter()
-        score_yes_no(model, tokenizer, [prompt], 1, max_length, progress=False)
+        score_yes_no(model, tokenizer, [prompt], 1, max_length, progress=False, chat=chat)
         times.append(time.perf_counter() - start)
     return {
         "median": float(statistics.median(times)),

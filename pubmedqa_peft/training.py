@@ -37,7 +37,7 @@ from pubmedqa_peft import families, files, known_warnings, modeling, paths
 from pubmedqa_peft.config import Params, method_section
 from pubmedqa_peft.manifest import RunManifest, write_manifest
 from pubmedqa_peft.methods import registry
-from pubmedqa_peft.prompts import LABELS, TEMPLATE_VERSION, fit_prompts_encoded, verbalize
+from pubmedqa_peft.prompts import LABELS, TEMPLATE_VERSION, fit_prompts_encoded, uses_chat, verbalize
 from pubmedqa_peft.provenance import provenance
 from pubmedqa_peft.stage import PipelineError
 
@@ -153,6 +153,7 @@ def encode_examples(
     max_length: int,
     source: object = "records",
     family: families.Family = families.FAMILIES["seq2seq"],
+    chat: bool = False,
 ) -> EncodedDataset:
     """Tokenise records for training, each prompt exactly once.
 
@@ -163,14 +164,15 @@ def encode_examples(
             decoder-only model's prompt leaves room for its answer and EOS.
         source: Where the records came from, named in errors.
         family: The model's family (how prompt and answer make an example).
+        chat: Wrap prompts in the tokenizer's chat template (:func:`pubmedqa_peft.prompts.as_chat`).
 
     Returns:
         A dataset of ``{"input_ids", "labels"}`` lists, unpadded (the collator pads
         each batch to its own longest example).
     """
-    budget = max_length - family.answer_room(tokenizer, LABELS)
+    budget = max_length - family.answer_room(tokenizer, LABELS, chat)
     # The ids computed while fitting each prompt are its inputs: no second tokenization.
-    fitted = fit_prompts_encoded(tokenizer, rows, budget, source)
+    fitted = fit_prompts_encoded(tokenizer, rows, budget, source, chat)
     if not family.causal:
         # Seq2seq targets depend on the label only: tokenised once per label.
         targets = {label: tokenizer(text_target=verbalize(label)).input_ids for label in LABELS}
@@ -179,7 +181,7 @@ def encode_examples(
         )
     return EncodedDataset(
         [
-            family.encode_example(tokenizer, p.text, p.input_ids, verbalize(row["label"]))
+            family.encode_example(tokenizer, p.text, p.input_ids, verbalize(row["label"]), chat)
             for p, row in zip(fitted, rows, strict=True)
         ]
     )
@@ -293,8 +295,11 @@ def train_method(
     log.info("tokenising %d train and %d val examples", len(train_rows), len(val_rows))
     family = modeling.load_family(params.model.name)
     max_len = params.model.max_source_length
-    train_ds = encode_examples(tokenizer, train_rows, max_len, paths.split_file("train"), family)
-    val_ds = encode_examples(tokenizer, val_rows, max_len, paths.split_file("val"), family)
+    chat = uses_chat(tokenizer, params.model.chat_template)
+    if chat:
+        log.info("prompts go through the tokenizer's chat template (model.chat_template: auto)")
+    train_ds = encode_examples(tokenizer, train_rows, max_len, paths.split_file("train"), family, chat)
+    val_ds = encode_examples(tokenizer, val_rows, max_len, paths.split_file("val"), family, chat)
 
     # T5's loss is a per-batch mean that ignores the Trainer's token count, but its forward
     # takes **kwargs, so the Trainer would assume otherwise and multiply the loss by the
@@ -371,7 +376,7 @@ def train_method(
         log.info("saving %s to %s", spec.saves, adapter_out)
         with files.atomic_path(adapter_out) as tmp:
             model.save_pretrained(str(tmp), safe_serialization=True)
-            write_manifest(tmp, _manifest(spec, loading, family, params, base))
+            write_manifest(tmp, _manifest(spec, loading, family, params, base, chat))
             size_on_disk = directory_size(tmp)
     n_tokens = sum(len(f["input_ids"]) + len(f["labels"]) for f in train_ds.features)
     metrics = {
@@ -414,6 +419,7 @@ def _manifest(
     family: families.Family,
     params: Params,
     base: Any,
+    chat: bool,
 ) -> RunManifest:
     """The ``run.json`` of a trained method: what it is and how to load it again."""
     return RunManifest(
@@ -425,6 +431,7 @@ def _manifest(
         family=family.name,
         labels=LABELS,
         prompt_template=TEMPLATE_VERSION,
+        chat_template=chat,
         max_source_length=params.model.max_source_length,
         quantize=loading.quantize,
         compute_dtype=loading.compute_dtype,

@@ -11,6 +11,7 @@ from transformers import AutoConfig, BartConfig, BertConfig, TrainerCallback
 
 from pubmedqa_peft import families, modeling
 from pubmedqa_peft.methods import registry
+from pubmedqa_peft.prompts import uses_chat
 from pubmedqa_peft.training import encode_examples, train_method
 
 CAUSAL = ("tiny-llama", "tiny-qwen2", "tiny-mistral", "tiny-gpt2", "tiny-biogpt")
@@ -106,8 +107,11 @@ def test_every_method_trains_on_every_decoder_family_and_reloads_bit_identically
     tmp_path, tiny_model_dir, pqal_rows, arch, method
 ):
     directory = tiny_model_dir(arch)
+    # Qwen2.5-Instruct's template (system prompt and turn markers) is ~100 tiny-tokenizer tokens.
+    max_len = 160 if arch == "tiny-qwen2" else 96
     params = tiny_params(
         directory,
+        model={"max_source_length": max_len},
         train={"epochs": 2, "logging_steps": 2},
         **{f"train_{method}": {"lr": TINY_LR[method]}},
     )
@@ -126,7 +130,10 @@ def test_every_method_trains_on_every_decoder_family_and_reloads_bit_identically
         callbacks=[kept],
     )
     tok = modeling.load_tokenizer(str(directory))
-    features = encode_examples(tok, train_rows, 96, "train", modeling.load_family(str(directory))).features
+    chat = uses_chat(tok, params.model.chat_template)  # tiny-qwen2 has a chat template: its runs use it
+    features = encode_examples(
+        tok, train_rows, max_len, "train", modeling.load_family(str(directory)), chat=chat
+    ).features
     before = _mean_loss(modeling.load_base_model(str(directory), torch.device("cpu")), features)
     reloaded = modeling.load_trained_model(tmp_path / "model", torch.device("cpu"))
     after = _mean_loss(reloaded, features)
@@ -160,10 +167,13 @@ def test_t5_fast_paths_touch_no_other_architecture(tiny_model_dir):
     )
 
 
-def test_a_decoder_model_run_records_its_family(tmp_path, tiny_model_dir, pqal_rows):
+@pytest.mark.parametrize(("arch", "model_type", "chat"), [("tiny-gpt2", "gpt2", False), ("tiny-qwen2", "qwen2", True)])
+def test_a_decoder_model_run_records_its_family_and_chat_template(
+    tmp_path, tiny_model_dir, pqal_rows, arch, model_type, chat
+):
     import json
 
-    directory = tiny_model_dir("tiny-gpt2")
+    directory = tiny_model_dir(arch)
     params = tiny_params(directory, train={"epochs": 1})
     train_method(
         "lora",
@@ -177,4 +187,4 @@ def test_a_decoder_model_run_records_its_family(tmp_path, tiny_model_dir, pqal_r
         fingerprint="family",
     )
     manifest = json.loads((tmp_path / "model" / "run.json").read_text())
-    assert (manifest["model_type"], manifest["family"]) == ("gpt2", "causal")
+    assert (manifest["model_type"], manifest["family"], manifest["chat_template"]) == (model_type, "causal", chat)
