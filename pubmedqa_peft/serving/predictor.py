@@ -115,6 +115,23 @@ def validate_items(items: Any) -> list[dict[str, Any]]:
     return out
 
 
+def trained_methods(models_dir: Path | str) -> list[str]:
+    """The trained methods in ``models_dir`` (subdirectories with a ``run.json``), in registry order.
+
+    Methods the registry does not know come after, by name.
+
+    Raises:
+        PredictError: If ``models_dir`` is not a directory.
+    """
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        raise PredictError(f"models directory not found: {models_dir}; train with `dvc repro` or fetch one")
+    found = [p.name for p in models_dir.iterdir() if (p / MANIFEST_FILE).is_file()]
+    # Registry order, as in eval.json and the figures.
+    order = {name: i for i, name in enumerate(registry.names())}
+    return sorted(found, key=lambda n: (order.get(n, len(order)), n))
+
+
 def check_tau(tau: float | None, what: str = "tau") -> float | None:
     """``tau`` if it is None or a number in [0, 1].
 
@@ -228,12 +245,7 @@ class Predictor:
     # --- loading -----------------------------------------------------------------------
 
     def _discover(self, methods: Sequence[str] | None, include_base: bool) -> tuple[list[str], bool]:
-        if not self.models_dir.is_dir():
-            raise PredictError(f"models directory not found: {self.models_dir}; train with `dvc repro` or fetch one")
-        found = [p.name for p in self.models_dir.iterdir() if (p / MANIFEST_FILE).is_file()]
-        # Registry order first (as in eval.json and the figures), then any others by name.
-        order = {name: i for i, name in enumerate(registry.names())}
-        found.sort(key=lambda n: (order.get(n, len(order)), n))
+        found = trained_methods(self.models_dir)
         if methods is None:
             return found, include_base
         wanted = list(dict.fromkeys(methods))
@@ -257,7 +269,7 @@ class Predictor:
         base_model: str | None,
     ) -> None:
         names, include_base = self._discover(methods, include_base)
-        all_found, _ = self._discover(None, False)
+        all_found = trained_methods(self.models_dir)
         # The base's settings come from a manifest: one of the loaded methods, else any there.
         described = names or all_found[:1]
         if not described:
