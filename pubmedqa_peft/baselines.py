@@ -1,8 +1,10 @@
 """Reference points for the PEFT methods: a constant predictor, TF-IDF + logistic regression, few-shot prompts.
 
-Each baseline yields P(yes) per evaluation example, the same currency as the scored
-models, so :func:`pubmedqa_peft.evaluation.method_metrics` treats all of them alike.
-Everything is fitted or chosen on the training split only, and is deterministic.
+Each baseline yields the same currency as the scored models — P(yes) per evaluation
+example for the yes/no task, an ``(n, K)`` probability matrix in the task's column order
+for K labels — so :func:`pubmedqa_peft.evaluation.method_metrics` treats all of them alike.
+Everything is fitted or chosen on the training split only (TF-IDF's settings on val), and
+is deterministic.
 """
 
 from __future__ import annotations
@@ -16,31 +18,37 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from pubmedqa_peft.evaluation import to_binary
-from pubmedqa_peft.prompts import format_fewshot_prompt
+from pubmedqa_peft.evaluation import to_index
+from pubmedqa_peft.prompts import LABELS, format_fewshot_prompt
+from pubmedqa_peft.task import BINARY, Task
 
 Row = dict[str, Any]
 
 
-def majority_p_yes(train_labels: Sequence[Any], n: int) -> np.ndarray:
-    """A constant predictor: P(yes) = the share of ``yes`` in the training labels.
+def majority_p_yes(train_labels: Sequence[Any], n: int, labels: Sequence[str] = LABELS) -> np.ndarray:
+    """A constant predictor: each label's probability is its share of the training labels.
 
-    Its prediction is therefore the training majority class (an exact 50/50 split
-    predicts ``no``, the tie rule of :func:`pubmedqa_peft.evaluation.predict`), and its
-    confidence is that class's prior, which makes its calibration error meaningful.
-    Its ROC AUC is 0.5: every example gets the same score.
+    Its prediction is therefore the training majority class (a tie goes to the earlier
+    column, ``no`` on a 50/50 split, the tie rule of
+    :func:`pubmedqa_peft.evaluation.predict`), and its confidence is that class's prior,
+    which makes its calibration error meaningful. Its ROC AUC is 0.5: every example gets
+    the same score.
 
     Args:
-        train_labels: Training labels (``"yes"``/``"no"`` or 1/0).
+        train_labels: Training labels (label strings or column indices).
         n: Number of evaluation examples.
+        labels: The task's labels in column order (default yes/no).
 
     Returns:
-        Array of ``n`` equal probabilities.
+        For yes/no, ``n`` equal P(yes); otherwise ``n`` equal rows of ``K`` shares.
     """
-    y = to_binary(train_labels)
+    y = to_index(train_labels, labels)
     if y.size == 0:
         raise ValueError("no training labels")
-    return np.full(n, float(y.mean()))
+    if len(labels) == 2:
+        return np.full(n, float(y.mean()))
+    shares = np.bincount(y, minlength=len(labels)) / y.size
+    return np.tile(shares, (n, 1))
 
 
 def _text(row: Row) -> str:
@@ -53,7 +61,13 @@ TFIDF_GRID: tuple[tuple[float, str | None], ...] = tuple(
 """What :func:`choose_tfidf_logreg` chooses from: (C, class_weight), in tie-breaking order."""
 
 
-def fit_tfidf_logreg(train_rows: Sequence[Row], seed: int, C: float = 1.0, class_weight: str | None = None) -> Pipeline:
+def fit_tfidf_logreg(
+    train_rows: Sequence[Row],
+    seed: int,
+    C: float = 1.0,
+    class_weight: str | None = None,
+    labels: Sequence[str] = LABELS,
+) -> Pipeline:
     """Fit TF-IDF features of question + context and a logistic regression on training rows.
 
     Word uni- and bigrams with sublinear term frequency; L2-regularised logistic
@@ -65,24 +79,33 @@ def fit_tfidf_logreg(train_rows: Sequence[Row], seed: int, C: float = 1.0, class
         seed: Random state of the classifier.
         C: Inverse regularisation strength.
         class_weight: ``None``, or ``"balanced"`` to weight classes inversely to their frequency.
+        labels: The task's labels in column order (K > 2: multinomial logistic regression).
 
     Returns:
         The fitted scikit-learn pipeline (``tfidf`` then ``logreg``).
 
     Raises:
-        ValueError: If the training labels hold a single class.
+        ValueError: If the training labels miss one of the task's labels.
     """
-    y = _labels(train_rows)
+    y = _labels(train_rows, labels)
     model = _pipeline(seed, C, class_weight)
     model.fit([_text(r) for r in train_rows], y)
     return model
 
 
-def _labels(train_rows: Sequence[Row]) -> np.ndarray:
-    y = to_binary([r["label"] for r in train_rows])
-    if len(set(y.tolist())) < 2:
-        raise ValueError("TF-IDF baseline: the training split needs both yes and no examples")
+def _labels(train_rows: Sequence[Row], labels: Sequence[str] = LABELS) -> np.ndarray:
+    y = to_index([r["label"] for r in train_rows], labels)
+    if len(set(y.tolist())) < len(labels):
+        raise ValueError(f"TF-IDF baseline: the training split needs examples of every label {tuple(labels)}")
     return y
+
+
+def _proba(clf: Any, features: Any, k: int) -> np.ndarray:
+    """P(yes) (k = 2) or the ``(n, k)`` probabilities in column order, from a fitted classifier."""
+    proba = clf.predict_proba(features)
+    if k == 2:
+        return proba[:, list(clf.classes_).index(1)]
+    return proba[:, [list(clf.classes_).index(c) for c in range(k)]]
 
 
 def _pipeline(seed: int, C: float = 1.0, class_weight: str | None = None) -> Pipeline:
@@ -95,7 +118,7 @@ def _pipeline(seed: int, C: float = 1.0, class_weight: str | None = None) -> Pip
 
 
 def choose_tfidf_logreg(
-    train_rows: Sequence[Row], val_rows: Sequence[Row], seed: int
+    train_rows: Sequence[Row], val_rows: Sequence[Row], seed: int, labels: Sequence[str] = LABELS
 ) -> tuple[Pipeline, dict[str, Any]]:
     """Fit the TF-IDF baseline on train with the C and class weighting that do best on val.
 
@@ -110,16 +133,17 @@ def choose_tfidf_logreg(
         train_rows: Training records with ``question``, ``context`` and ``label``.
         val_rows: Validation records (their labels choose the setting).
         seed: Random state of the classifier.
+        labels: The task's labels in column order.
 
     Returns:
         The fitted pipeline, and the choice ``{"C", "class_weight", "val_macro_f1"}``.
 
     Raises:
-        ValueError: If the training labels hold a single class.
+        ValueError: If the training labels miss one of the task's labels.
     """
     from pubmedqa_peft.evaluation import macro_f1
 
-    y = _labels(train_rows)
+    y = _labels(train_rows, labels)
     vectorizer = _pipeline(seed).named_steps["tfidf"]
     features = vectorizer.fit_transform([_text(r) for r in train_rows])
     val_features = vectorizer.transform([_text(r) for r in val_rows])
@@ -127,7 +151,7 @@ def choose_tfidf_logreg(
     best: tuple[float, Any, tuple[float, str | None]] | None = None
     for C, weight in TFIDF_GRID:
         clf = LogisticRegression(C=C, class_weight=weight, max_iter=2000, random_state=seed).fit(features, y)
-        score = macro_f1(val_labels, clf.predict_proba(val_features)[:, list(clf.classes_).index(1)])
+        score = macro_f1(val_labels, _proba(clf, val_features, len(labels)), labels)
         if best is None or score > best[0]:
             best = (score, clf, (C, weight))
     assert best is not None
@@ -137,11 +161,12 @@ def choose_tfidf_logreg(
 
 
 def predict_tfidf_logreg(model: Pipeline, rows: Sequence[Row]) -> np.ndarray:
-    """P(yes) of a :func:`fit_tfidf_logreg` model for each row (labels are not read)."""
+    """P(yes) of a :func:`fit_tfidf_logreg` model for each row, or its ``(n, K)`` probabilities (labels not read)."""
+    k = len(model.classes_)
     if not rows:
-        return np.zeros(0)
-    proba = model.predict_proba([_text(r) for r in rows])
-    return proba[:, list(model.classes_).index(1)]
+        return np.zeros(0) if k == 2 else np.zeros((0, k))
+    features = model.named_steps["tfidf"].transform([_text(r) for r in rows])
+    return _proba(model.named_steps["logreg"], features, k)
 
 
 def tfidf_logreg_parameters(model: Pipeline) -> int:
@@ -158,19 +183,21 @@ def tfidf_logreg_p_yes(train_rows: Sequence[Row], eval_rows: Sequence[Row], seed
     return predict_tfidf_logreg(fit_tfidf_logreg(train_rows, seed), eval_rows)
 
 
-def choose_exemplars(train_rows: Sequence[Row], k: int, seed: int) -> list[Row]:
+def choose_exemplars(train_rows: Sequence[Row], k: int, seed: int, labels: Sequence[str] = LABELS) -> list[Row]:
     """Pick ``k`` balanced training exemplars for in-context prompts, deterministically.
 
-    ``ceil(k/2)`` come from the training majority class (``yes`` on a tie) and
-    ``floor(k/2)`` from the other, drawn without replacement with
-    ``numpy.random.default_rng(seed)`` from the candidates sorted by ``id`` (so the
-    choice does not depend on row order), then shuffled with the same generator so the
-    label order is not a fixed pattern.
+    Each of the K labels gets ``k // K`` exemplars, and the ``k % K`` left over go to the
+    most frequent training labels (ties: ``yes``, ``no``, ``maybe``) — for yes/no,
+    ``ceil(k/2)`` from the majority class and ``floor(k/2)`` from the other. They are drawn
+    without replacement with ``numpy.random.default_rng(seed)`` from the candidates sorted
+    by ``id`` (so the choice does not depend on row order), label by label, then shuffled
+    with the same generator so the label order is not a fixed pattern.
 
     Args:
         train_rows: Training records with ``id``, ``question``, ``context`` and ``label``.
         k: Number of exemplars (>= 1).
         seed: Seed of the choice.
+        labels: The task's labels.
 
     Returns:
         The exemplars (the original row dicts).
@@ -180,15 +207,13 @@ def choose_exemplars(train_rows: Sequence[Row], k: int, seed: int) -> list[Row]:
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    by_label = {
-        lab: sorted((r for r in train_rows if r["label"] == lab), key=lambda r: str(r["id"])) for lab in ("yes", "no")
-    }
-    major = "yes" if len(by_label["yes"]) >= len(by_label["no"]) else "no"
-    minor = "no" if major == "yes" else "yes"
-    quota = {major: math.ceil(k / 2), minor: k // 2}
+    order = Task.of(labels).display
+    by_label = {lab: sorted((r for r in train_rows if r["label"] == lab), key=lambda r: str(r["id"])) for lab in order}
+    by_size = sorted(order, key=lambda lab: -len(by_label[lab]))  # stable: display order on ties
+    quota = {lab: k // len(order) + (1 if lab in by_size[: k % len(order)] else 0) for lab in order}
     rng = np.random.default_rng(seed)
     picked: list[Row] = []
-    for lab in ("yes", "no"):
+    for lab in order:
         pool = by_label[lab]
         if len(pool) < quota[lab]:
             raise ValueError(f"few-shot k={k}: need {quota[lab]} {lab!r} training rows, found {len(pool)}")
@@ -220,7 +245,9 @@ def _allocate(lengths: list[int], weights: list[float], budget: int) -> list[int
     return alloc
 
 
-def fewshot_prompt(tokenizer: Any, exemplars: Sequence[Row], row: Row, max_length: int, chat: bool = False) -> str:
+def fewshot_prompt(
+    tokenizer: Any, exemplars: Sequence[Row], row: Row, max_length: int, chat: bool = False, task: Task = BINARY
+) -> str:
     """One few-shot prompt that fits ``max_length`` tokens, only contexts shortened.
 
     The tokens left after the questions, answers and template are shared between the
@@ -236,6 +263,7 @@ def fewshot_prompt(tokenizer: Any, exemplars: Sequence[Row], row: Row, max_lengt
         row: The query record (``id``, ``question``, ``context``).
         max_length: Token budget including special tokens.
         chat: Exemplars and query as chat turns (:func:`pubmedqa_peft.prompts.format_fewshot_prompt`).
+        task: The label set named in the instruction.
 
     Returns:
         Prompt text of at most ``max_length`` tokens.
@@ -255,7 +283,7 @@ def fewshot_prompt(tokenizer: Any, exemplars: Sequence[Row], row: Row, max_lengt
         ]
         for shot, text in zip(shots, texts, strict=False):
             shot["context"] = text
-        return format_fewshot_prompt(shots, row["question"], texts[-1], tokenizer, chat)
+        return format_fewshot_prompt(shots, row["question"], texts[-1], tokenizer, chat, task)
 
     def length(text: str) -> int:
         return len(tokenizer(text, verbose=False).input_ids)
@@ -283,7 +311,12 @@ def fewshot_prompt(tokenizer: Any, exemplars: Sequence[Row], row: Row, max_lengt
 
 
 def fewshot_prompts(
-    tokenizer: Any, exemplars: Sequence[Row], rows: Sequence[Row], max_length: int, chat: bool = False
+    tokenizer: Any,
+    exemplars: Sequence[Row],
+    rows: Sequence[Row],
+    max_length: int,
+    chat: bool = False,
+    task: Task = BINARY,
 ) -> list[str]:
     """:func:`fewshot_prompt` for every row; each is measured and fits ``max_length`` tokens.
 
@@ -293,8 +326,9 @@ def fewshot_prompts(
         rows: Query records.
         max_length: Token budget including special tokens.
         chat: Exemplars and query as chat turns (see :func:`fewshot_prompt`).
+        task: The label set named in the instruction.
 
     Returns:
         One prompt per row, in order.
     """
-    return [fewshot_prompt(tokenizer, exemplars, r, max_length, chat) for r in rows]
+    return [fewshot_prompt(tokenizer, exemplars, r, max_length, chat, task) for r in rows]

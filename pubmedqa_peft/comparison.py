@@ -24,9 +24,10 @@ import numpy as np
 from pubmedqa_peft import baselines, evaluation, files, modeling, paths, scoring
 from pubmedqa_peft.config import Params
 from pubmedqa_peft.methods import registry
-from pubmedqa_peft.prompts import LABELS, fit_prompts_encoded, uses_chat
+from pubmedqa_peft.prompts import fit_prompts_encoded, uses_chat
 from pubmedqa_peft.provenance import provenance
 from pubmedqa_peft.stage import PipelineError
+from pubmedqa_peft.task import BINARY, Task, check_labels
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,10 @@ Row = dict[str, Any]
 
 @dataclass
 class MethodResult:
-    """What one method produced: P(yes) per split, speed and footprint."""
+    """What one method produced: probabilities per split, speed and footprint."""
 
-    p_yes: dict[str, np.ndarray]
+    probs: dict[str, np.ndarray]
+    """Per split: P(yes) per example for yes/no, an ``(n, K)`` matrix (task column order) otherwise."""
     latency_s: dict[str, float]
     throughput_eps: float
     trainable_params: int
@@ -46,8 +48,8 @@ class MethodResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def load_split(split: str) -> list[Row]:
-    """Read one split and check every label is ``yes`` or ``no``.
+def load_split(split: str, task: Task = BINARY) -> list[Row]:
+    """Read one split and check every label is one of the task's.
 
     Raises:
         PipelineError: If the file is missing or a record has another label.
@@ -56,11 +58,7 @@ def load_split(split: str) -> list[Row]:
     if not path.exists():
         raise PipelineError(f"{path} not found: run `dvc repro split` first")
     rows = files.read_jsonl(path)
-    for i, row in enumerate(rows, start=1):
-        if row.get("label") not in LABELS:
-            raise PipelineError(
-                f"{path}:{i}: record {row.get('id')!r} has label {row.get('label')!r}; expected one of {LABELS}"
-            )
+    check_labels(rows, task, path)
     return rows
 
 
@@ -88,7 +86,9 @@ class Comparison:
         # A decoder-only model's prompt leaves room for its answer in the same sequence.
         family = modeling.load_family(params.model.name)
         self.chat = uses_chat(self.tokenizer, params.model.chat_template)
-        self.max_len = params.model.max_source_length - family.answer_room(self.tokenizer, LABELS, self.chat)
+        self.task = params.task.task
+        self.labels = self.task.labels
+        self.max_len = params.model.max_source_length - family.answer_room(self.tokenizer, self.labels, self.chat)
         # A decoder-only model's answers are split from prompt + answer encoded together,
         # which needs the prompt's text; a seq2seq model scores the fitted ids as they are.
         self.score_texts = family.causal
@@ -96,7 +96,7 @@ class Comparison:
         self.base_total = modeling.count_parameters(self.base)[1]
         log.info("fitting zero-shot prompts for %s", ", ".join(EVAL_SPLITS))
         fitted = {
-            s: fit_prompts_encoded(self.tokenizer, splits[s], self.max_len, paths.split_file(s), self.chat)
+            s: fit_prompts_encoded(self.tokenizer, splits[s], self.max_len, paths.split_file(s), self.chat, self.task)
             for s in EVAL_SPLITS
         }
         self.prompts = {s: [p.text for p in fitted[s]] for s in EVAL_SPLITS}
@@ -107,7 +107,7 @@ class Comparison:
         self, name: str, model: Any, prompts: dict[str, list[str]], ids: dict[str, list[list[int]]] | None = None
     ) -> MethodResult:
         ev = self.params.evaluate
-        p_yes: dict[str, np.ndarray] = {}
+        probs: dict[str, np.ndarray] = {}
         throughput = 0.0
         for s in EVAL_SPLITS:
             start = time.perf_counter()
@@ -119,15 +119,23 @@ class Comparison:
                 self.max_len,
                 desc=f"{name} {s}",
                 chat=self.chat,
+                labels=self.labels,
             )
             if s == "test":
                 throughput = len(prompts[s]) / (time.perf_counter() - start)
-            p_yes[s] = scoring.probabilities(loglik)
+            probs[s] = scoring.probabilities(loglik)
         latency = scoring.measure_latency(
-            model, self.tokenizer, prompts["test"], ev.latency_samples, ev.latency_warmup, self.max_len, self.chat
+            model,
+            self.tokenizer,
+            prompts["test"],
+            ev.latency_samples,
+            ev.latency_warmup,
+            self.max_len,
+            self.chat,
+            self.labels,
         )
         log.info("%s: test latency median %.4fs, throughput %.1f ex/s", name, latency["median"], throughput)
-        return MethodResult(p_yes, {k: latency[k] for k in ("median", "p90")}, throughput, 0, self.base_total)
+        return MethodResult(probs, {k: latency[k] for k in ("median", "p90")}, throughput, 0, self.base_total)
 
     def base_model(self) -> MethodResult:
         """The frozen base model, zero-shot, with the same prompt as the adapters."""
@@ -153,14 +161,16 @@ class Comparison:
                 prompts cannot fit ``model.max_source_length``, naming the key to change.
         """
         try:
-            exemplars = baselines.choose_exemplars(self.splits["train"], k, self.params.evaluate.seed)
+            exemplars = baselines.choose_exemplars(self.splits["train"], k, self.params.evaluate.seed, self.labels)
         except ValueError as err:
             raise PipelineError(
                 f"evaluate.fewshot_k: {err} in {paths.split_file('train')}; lower or drop {k} in evaluate.fewshot_k"
             ) from None
         try:
             prompts = {
-                s: baselines.fewshot_prompts(self.tokenizer, exemplars, self.splits[s], self.max_len, self.chat)
+                s: baselines.fewshot_prompts(
+                    self.tokenizer, exemplars, self.splits[s], self.max_len, self.chat, self.task
+                )
                 for s in EVAL_SPLITS
             }
         except ValueError as err:
@@ -183,22 +193,25 @@ class Comparison:
         return result
 
     def majority(self) -> MethodResult:
-        """The training majority class, with P(yes) = the training share of yes."""
-        labels = [r["label"] for r in self.splits["train"]]
-        p = {s: baselines.majority_p_yes(labels, len(self.splits[s])) for s in EVAL_SPLITS}
+        """The training majority class, each label's probability its training share."""
+        train = [r["label"] for r in self.splits["train"]]
+
+        def predict(n: int) -> np.ndarray:
+            return baselines.majority_p_yes(train, n, self.labels)
+
+        p = {s: predict(len(self.splits[s])) for s in EVAL_SPLITS}
         ev = self.params.evaluate
-        latency = _time_requests(
-            lambda _: baselines.majority_p_yes(labels, 1), self.splits["test"], ev.latency_samples, ev.latency_warmup
-        )
+        latency = _time_requests(lambda _: predict(1), self.splits["test"], ev.latency_samples, ev.latency_warmup)
         start = time.perf_counter()
-        baselines.majority_p_yes(labels, len(self.splits["test"]))
+        predict(len(self.splits["test"]))
         throughput = len(self.splits["test"]) / max(time.perf_counter() - start, 1e-9)
-        return MethodResult(p, latency, throughput, 1, 1)
+        # K - 1 free shares (1 for yes/no).
+        return MethodResult(p, latency, throughput, len(self.labels) - 1, len(self.labels) - 1)
 
     def tfidf_logreg(self) -> MethodResult:
         """TF-IDF features and logistic regression on train, C and class weighting chosen on val."""
         ev = self.params.evaluate
-        model, choice = baselines.choose_tfidf_logreg(self.splits["train"], self.splits["val"], ev.seed)
+        model, choice = baselines.choose_tfidf_logreg(self.splits["train"], self.splits["val"], ev.seed, self.labels)
         log.info("tfidf_logreg: chose %s on val", choice)
         p = {s: baselines.predict_tfidf_logreg(model, self.splits[s]) for s in EVAL_SPLITS}
         latency = _time_requests(
@@ -226,18 +239,28 @@ def summarize(params: Params, splits: dict[str, list[Row]], results: dict[str, M
         ``{"test": {method: {...}}, "val": {method: {...}}, "tau", "target_accuracy"}``.
     """
     ev = params.evaluate
+    labels = params.task.task.labels
     y = {s: [r["label"] for r in splits[s]] for s in EVAL_SPLITS}
     out: dict[str, Any] = {"test": {}, "val": {}, "tau": ev.tau, "target_accuracy": ev.target_accuracy}
+    if len(labels) > 2:
+        # The binary task's file stays as it was; any other names its labels.
+        out["labels"] = list(labels)
     for name, res in results.items():
         for s in EVAL_SPLITS:
             out[s][name] = evaluation.method_metrics(
-                y[s], res.p_yes[s], tau=ev.tau, bins=ev.calibration_bins, bootstrap=ev.bootstrap, seed=ev.seed
+                y[s],
+                res.probs[s],
+                tau=ev.tau,
+                bins=ev.calibration_bins,
+                bootstrap=ev.bootstrap,
+                seed=ev.seed,
+                labels=labels,
             )
         test = out["test"][name]
         test["mcnemar_p_vs_base"] = (
             None
             if name == "base"
-            else evaluation.mcnemar(y["test"], res.p_yes["test"], results["base"].p_yes["test"])["p_value"]
+            else evaluation.mcnemar(y["test"], res.probs["test"], results["base"].probs["test"], labels)["p_value"]
         )
         test["latency_s"] = res.latency_s
         test["throughput_eps"] = res.throughput_eps
@@ -245,7 +268,13 @@ def summarize(params: Params, splits: dict[str, list[Row]], results: dict[str, M
         test["total_params"] = res.total_params
         test["trainable_pct"] = 100 * res.trainable_params / res.total_params if res.total_params else 0.0
         target = evaluation.tau_for_target(
-            y["val"], res.p_yes["val"], y["test"], res.p_yes["test"], target=ev.target_accuracy, step=ev.tau_grid_step
+            y["val"],
+            res.probs["val"],
+            y["test"],
+            res.probs["test"],
+            target=ev.target_accuracy,
+            step=ev.tau_grid_step,
+            labels=labels,
         )
         target.pop("target_accuracy")
         test["tau_target"] = target
@@ -266,19 +295,26 @@ def write_plot_data(out_dir: Path, params: Params, test_rows: list[Row], results
     The whole directory is replaced atomically.
     """
     y = [r["label"] for r in test_rows]
+    labels = params.task.task.labels
+    # One probability column per label: P(yes) alone for yes/no (the other is 1 - it).
+    columns = ["p_yes"] if len(labels) == 2 else [f"p_{label}" for label in labels]
     order = sorted(range(len(test_rows)), key=lambda i: test_rows[i]["id"])
     with files.atomic_path(out_dir) as tmp:
         (tmp / "predictions").mkdir(parents=True)
         (tmp / "coverage").mkdir()
         for name, res in results.items():
-            p = res.p_yes["test"]
+            p = res.probs["test"]
             pred = evaluation.predict(p)
             conf = evaluation.confidence(p)
-            rows = [(test_rows[i]["id"], y[i], f"{p[i]:.6f}", LABELS[int(pred[i])], f"{conf[i]:.6f}") for i in order]
+            cells = p.reshape(len(p), -1)
+            rows = [
+                (test_rows[i]["id"], y[i], *(f"{v:.6f}" for v in cells[i]), labels[int(pred[i])], f"{conf[i]:.6f}")
+                for i in order
+            ]
             (tmp / "predictions" / f"{name}.csv").write_text(
-                _csv(("id", "label", "p_yes", "prediction", "confidence"), rows), encoding="utf-8"
+                _csv(("id", "label", *columns, "prediction", "confidence"), rows), encoding="utf-8"
             )
-            curve = evaluation.coverage_curve(y, p, params.evaluate.tau_grid_step)
+            curve = evaluation.coverage_curve(y, p, params.evaluate.tau_grid_step, labels)
             cov_rows = [
                 (
                     f"{c['tau']:.2f}",
@@ -301,7 +337,7 @@ def run_evaluate_stage(params: Params) -> dict[str, Any]:
     Returns:
         The document written to ``metrics/eval.json``.
     """
-    splits = {s: load_split(s) for s in ("train", *EVAL_SPLITS)}
+    splits = {s: load_split(s, params.task.task) for s in ("train", *EVAL_SPLITS)}
     # Every input is checked before the first model is loaded: a missing or unusable
     # trained model must not stop the stage after minutes of scoring the others.
     methods = registry.names()

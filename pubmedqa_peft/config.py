@@ -29,6 +29,7 @@ from pydantic import (
 from ruamel.yaml import YAML, YAMLError
 
 from pubmedqa_peft import paths
+from pubmedqa_peft.task import Task
 
 PQAL_URL = "https://raw.githubusercontent.com/pubmedqa/pubmedqa/master/data/ori_pqal.json"
 PQAL_SHA256 = "8b3276be8942ebbd77f3ddcda12c1749bf0e490045a736fd8438ee40cf37a41d"
@@ -84,17 +85,22 @@ class IngestConfig(Section):
     timeout_s: PositiveFloat = 30.0
 
 
-class CleanConfig(Section):
-    """``clean`` section: which labels are kept."""
+class TaskConfig(Section):
+    """``task`` section: the answers a question can have (read by clean and every later stage)."""
 
-    keep_labels: tuple[Literal["yes", "no", "maybe"], ...] = ("yes", "no")
+    labels: tuple[Literal["yes", "no", "maybe"], ...] = ("yes", "no")
 
-    @field_validator("keep_labels")
+    @field_validator("labels")
     @classmethod
-    def _two_distinct(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        if sorted(set(v)) != ["no", "yes"]:
-            raise ValueError("the yes/no task needs exactly ['yes', 'no']")
+    def _a_known_task(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v) or set(v) not in ({"yes", "no"}, {"yes", "no", "maybe"}):
+            raise ValueError("must be [yes, no] (the binary task) or [yes, no, maybe] (the official three-label task)")
         return v
+
+    @property
+    def task(self) -> Task:
+        """The label set in column order."""
+        return Task.of(self.labels)
 
 
 class SplitFractions(Section):
@@ -193,7 +199,7 @@ class Params(Section):
 
     model: ModelConfig = ModelConfig()
     ingest: IngestConfig = IngestConfig()
-    clean: CleanConfig = CleanConfig()
+    task: TaskConfig = TaskConfig()
     split: SplitConfig = SplitConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
@@ -236,6 +242,10 @@ def _params_model(sections: tuple[tuple[str, type[Section]], ...]) -> type[Param
     return create_model("Params", __base__=Params, __doc__=Params.__doc__, **fields)
 
 
+MOVED: dict[tuple[str, ...], str] = {("clean",): "clean.keep_labels is now task.labels"}
+"""Keys of older ``params.yaml`` files, and where their setting lives now."""
+
+
 def _format_error(source: str, err: ValidationError, root: type[BaseModel]) -> str:
     problems = []
     for e in err.errors():
@@ -251,6 +261,8 @@ def _format_error(source: str, err: ValidationError, root: type[BaseModel]) -> s
                     model = ann
             what = "section" if len(parent) == 0 else "key"
             msg = f"unknown {what}; allowed {what}s here: {', '.join(model.model_fields)}"
+            if e["loc"] in MOVED:
+                msg = f"{MOVED[e['loc']]}; {msg}"
         elif "input" in e and not isinstance(e["input"], dict) and e["type"] != "missing":
             msg = f"{msg} (got {e['input']!r})"
         problems.append(f"{key}: {msg}")

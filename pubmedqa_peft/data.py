@@ -42,9 +42,10 @@ from pathlib import Path
 from typing import Any
 
 from pubmedqa_peft import files, paths
-from pubmedqa_peft.config import CleanConfig
+from pubmedqa_peft.config import TaskConfig
 from pubmedqa_peft.provenance import provenance
 from pubmedqa_peft.stage import PipelineError
+from pubmedqa_peft.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ LABEL_VALUES = ("yes", "no", "maybe")
 
 DROP_REASONS = ("duplicate_id", "invalid_label", "empty_question", "empty_context", "maybe", "duplicate_content")
 """Why a record is dropped, in the order checked: each dropped record counts once, under
-the first reason that applies. ``maybe`` (a valid label that ``clean.keep_labels``
+the first reason that applies. ``maybe`` (a valid label that ``task.labels``
 excludes) comes after the defects so that a ``maybe`` record with a defect is reported as
 the defect. ``duplicate_content`` comes last: only a record that would otherwise be kept
 is compared with the records kept before it, so a record is never dropped for repeating
@@ -237,7 +238,7 @@ def parse_record(pmid: str, value: Any, source: str = "raw") -> tuple[dict[str, 
 
     Returns:
         The clean row and the reason it must be dropped (``None`` to keep it); the
-        ``maybe`` reason is not decided here since it depends on ``clean.keep_labels``.
+        ``maybe`` reason is not decided here since it depends on ``task.labels``.
 
     Raises:
         PipelineError: Naming the file and PMID, if the record is not an object, repeats
@@ -283,12 +284,14 @@ class CleanResult:
     dropped: dict[str, int]
     dropped_records: list[tuple[str, str, str]] = field(default_factory=list)
     """``(pmid, reason, detail)`` of every dropped record except plain ``maybe`` ones."""
+    kept_labels: tuple[str, ...] = ("yes", "no")
+    """The task's labels (``task.labels``)."""
 
     @property
     def labels(self) -> dict[str, int]:
-        """Kept records per label, ``yes`` then ``no``."""
+        """Kept records per label of the task: ``yes``, ``no`` (and ``maybe``)."""
         counts = Counter(r["label"] for r in self.records)
-        return {label: counts.get(label, 0) for label in ("yes", "no")}
+        return {label: counts.get(label, 0) for label in Task.of(self.kept_labels).display}
 
 
 def clean_records(entries: Sequence[RawRecord], keep_labels: Iterable[str], source: str = "raw") -> CleanResult:
@@ -296,7 +299,7 @@ def clean_records(entries: Sequence[RawRecord], keep_labels: Iterable[str], sour
 
     Args:
         entries: As returned by :func:`read_raw`.
-        keep_labels: Labels to keep (``clean.keep_labels``).
+        keep_labels: Labels to keep (``task.labels``).
         source: The file name, for messages.
 
     Returns:
@@ -333,7 +336,7 @@ def clean_records(entries: Sequence[RawRecord], keep_labels: Iterable[str], sour
             dropped_records.append((entry.pmid, reason, _duplicate_detail(first, row)))
         elif reason != "maybe":
             dropped_records.append((entry.pmid, reason, ""))
-    result = CleanResult(rows, len(entries), dropped, dropped_records)
+    result = CleanResult(rows, len(entries), dropped, dropped_records, tuple(keep_labels))
     if not rows:
         raise PipelineError(
             f"{source}: no record left after cleaning ({len(entries)} in, dropped {_nonzero(dropped)}); "
@@ -354,14 +357,14 @@ def _nonzero(counts: dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in counts.items() if v) or "none"
 
 
-def clean_metrics(result: CleanResult, cfg: CleanConfig) -> dict[str, Any]:
+def clean_metrics(result: CleanResult, cfg: TaskConfig) -> dict[str, Any]:
     """The clean stage's metrics: counts in/out, drops by reason, labels and provenance."""
     return {
         "records_in": result.records_in,
         "records_out": len(result.records),
         "dropped": dict(result.dropped),
         "labels": result.labels,
-        "provenance": provenance(clean=cfg),
+        "provenance": provenance(task=cfg),
     }
 
 
@@ -376,7 +379,7 @@ def log_drops(result: CleanResult, limit: int = MAX_DROP_WARNINGS) -> None:
 
 
 def clean(
-    cfg: CleanConfig,
+    cfg: TaskConfig,
     raw_path: Path = paths.RAW_RECORDS,
     out_path: Path = paths.CLEAN_RECORDS,
     metrics_path: Path = paths.CLEAN_METRICS,
@@ -384,7 +387,7 @@ def clean(
     """The clean stage's work: read the raw file, clean it, write the table and metrics.
 
     Args:
-        cfg: The ``clean`` section.
+        cfg: The ``task`` section (its labels are kept).
         raw_path: The raw ``ori_pqal.json``.
         out_path: The clean JSON-lines table.
         metrics_path: The metrics JSON.
@@ -397,17 +400,10 @@ def clean(
     """
     if not Path(raw_path).exists():
         raise PipelineError(f"{raw_path}: not found; run the ingest stage first (dvc repro ingest)")
-    result = clean_records(read_raw(raw_path), cfg.keep_labels, str(raw_path))
+    result = clean_records(read_raw(raw_path), cfg.labels, str(raw_path))
     log_drops(result)
     files.write_jsonl(out_path, result.records)
     files.write_json(metrics_path, clean_metrics(result, cfg))
-    labels = result.labels
-    log.info(
-        "clean: %d records in, %d out (yes %d, no %d) -> %s",
-        result.records_in,
-        len(result.records),
-        labels["yes"],
-        labels["no"],
-        out_path,
-    )
+    by_label = ", ".join(f"{label} {n}" for label, n in result.labels.items())
+    log.info("clean: %d records in, %d out (%s) -> %s", result.records_in, len(result.records), by_label, out_path)
     return result

@@ -19,12 +19,14 @@ from typing import Any, NamedTuple
 from tqdm.auto import tqdm
 
 from pubmedqa_peft.stage import PipelineError
+from pubmedqa_peft.task import BINARY, LABEL_ORDER, Task
 
 TEMPLATE_VERSION = "1"
 """Version of :func:`format_prompt`, recorded with every trained model; bump it when the template changes."""
 
-LABELS = ("no", "yes")
-"""Class order used everywhere: index 1 is the positive class ``yes``."""
+LABELS = BINARY.labels
+"""The binary task's class order, ``("no", "yes")``: index 1 is the positive class ``yes``.
+Other label sets come from :mod:`pubmedqa_peft.task` (``task.labels``)."""
 
 
 CHAT_TEMPLATE_SETTINGS = ("auto", "none")
@@ -43,17 +45,18 @@ class FittedPrompt(NamedTuple):
     """``tokenizer(text).input_ids`` (special tokens included), so nobody tokenizes it again."""
 
 
-def format_prompt(question: str, context: str) -> str:
+def format_prompt(question: str, context: str, task: Task = BINARY) -> str:
     """The prompt template: question first, then the context, then the instruction.
 
     Args:
         question: The research question.
         context: The abstract's context passages, joined.
+        task: The label set, named in the instruction ("yes or no", "yes, no or maybe").
 
     Returns:
         The prompt text.
     """
-    return f"Question: {question}\nContext: {context}\nAnswer the question with yes or no."
+    return f"Question: {question}\nContext: {context}\nAnswer the question with {task.answers_phrase}."
 
 
 def uses_chat(tokenizer: Any, setting: str) -> bool:
@@ -99,7 +102,7 @@ def verbalize(label: str) -> str:
     """The verbalizer: the answer word the model must produce for a label.
 
     Args:
-        label: ``"yes"`` or ``"no"``.
+        label: ``"yes"``, ``"no"`` or ``"maybe"``.
 
     Returns:
         The target word.
@@ -107,13 +110,18 @@ def verbalize(label: str) -> str:
     Raises:
         ValueError: For any other label.
     """
-    if label not in LABELS:
-        raise ValueError(f"unknown label {label!r}; expected one of {LABELS}")
+    if label not in LABEL_ORDER:
+        raise ValueError(f"unknown label {label!r}; expected one of {LABEL_ORDER}")
     return label
 
 
 def format_fewshot_prompt(
-    exemplars: Sequence[dict[str, Any]], question: str, context: str, tokenizer: Any = None, chat: bool = False
+    exemplars: Sequence[dict[str, Any]],
+    question: str,
+    context: str,
+    tokenizer: Any = None,
+    chat: bool = False,
+    task: Task = BINARY,
 ) -> str:
     """An in-context prompt: solved exemplars, then the query in the usual template.
 
@@ -125,15 +133,18 @@ def format_fewshot_prompt(
         tokenizer: The model's tokenizer (needed with ``chat``).
         chat: Render each exemplar as a user turn answered by an assistant turn, and the
             query as the last user turn, through the tokenizer's chat template.
+        task: The label set named in the instruction.
 
     Returns:
         The few-shot prompt text.
     """
     if chat:
-        turns = [t for e in exemplars for t in (format_prompt(e["question"], e["context"]), verbalize(e["label"]))]
-        return as_chat(tokenizer, [*turns, format_prompt(question, context)])
-    shots = [f"{format_prompt(e['question'], e['context'])} {verbalize(e['label'])}" for e in exemplars]
-    return "\n\n".join([*shots, format_prompt(question, context)])
+        turns = [
+            t for e in exemplars for t in (format_prompt(e["question"], e["context"], task), verbalize(e["label"]))
+        ]
+        return as_chat(tokenizer, [*turns, format_prompt(question, context, task)])
+    shots = [f"{format_prompt(e['question'], e['context'], task)} {verbalize(e['label'])}" for e in exemplars]
+    return "\n\n".join([*shots, format_prompt(question, context, task)])
 
 
 def _fit(tokenizer: Any, build: Any, context: str, max_length: int, what: str) -> FittedPrompt:
@@ -168,7 +179,13 @@ def _fit(tokenizer: Any, build: Any, context: str, max_length: int, what: str) -
 
 
 def fit_prompt(
-    tokenizer: Any, question: str, context: str, max_length: int, record_id: str = "?", chat: bool = False
+    tokenizer: Any,
+    question: str,
+    context: str,
+    max_length: int,
+    record_id: str = "?",
+    chat: bool = False,
+    task: Task = BINARY,
 ) -> str:
     """The prompt for one record, its context truncated so it fits ``max_length`` tokens.
 
@@ -179,6 +196,7 @@ def fit_prompt(
         max_length: Token budget including special tokens.
         record_id: Used in the error message.
         chat: Wrap the prompt in the tokenizer's chat template (:func:`as_chat`).
+        task: The label set named in the instruction.
 
     Returns:
         Prompt text that encodes to at most ``max_length`` tokens.
@@ -186,11 +204,17 @@ def fit_prompt(
     Raises:
         ValueError: If the question and instruction alone exceed the budget.
     """
-    return fit_prompt_encoded(tokenizer, question, context, max_length, record_id, chat).text
+    return fit_prompt_encoded(tokenizer, question, context, max_length, record_id, chat, task).text
 
 
 def fit_prompt_encoded(
-    tokenizer: Any, question: str, context: str, max_length: int, record_id: str = "?", chat: bool = False
+    tokenizer: Any,
+    question: str,
+    context: str,
+    max_length: int,
+    record_id: str = "?",
+    chat: bool = False,
+    task: Task = BINARY,
 ) -> FittedPrompt:
     """:func:`fit_prompt`, also returning the token ids computed while fitting.
 
@@ -201,14 +225,19 @@ def fit_prompt_encoded(
     """
 
     def build(c: str) -> str:
-        text = format_prompt(question, c)
+        text = format_prompt(question, c, task)
         return as_chat(tokenizer, [text]) if chat else text
 
     return _fit(tokenizer, build, context, max_length, f"record {record_id}")
 
 
 def fit_prompts(
-    tokenizer: Any, rows: Sequence[dict[str, Any]], max_length: int, source: object, chat: bool = False
+    tokenizer: Any,
+    rows: Sequence[dict[str, Any]],
+    max_length: int,
+    source: object,
+    chat: bool = False,
+    task: Task = BINARY,
 ) -> list[str]:
     """:func:`fit_prompt` for every record, turning a prompt that cannot fit into a clear error.
 
@@ -218,6 +247,7 @@ def fit_prompts(
         max_length: Token budget including special tokens (``model.max_source_length``).
         source: The file the records came from, named in the error.
         chat: Wrap each prompt in the tokenizer's chat template (:func:`as_chat`).
+        task: The label set named in the instruction.
 
     Returns:
         One prompt per record, in order.
@@ -225,11 +255,16 @@ def fit_prompts(
     Raises:
         PromptTooLongError: If a record's question and instruction alone exceed the budget.
     """
-    return [p.text for p in fit_prompts_encoded(tokenizer, rows, max_length, source, chat)]
+    return [p.text for p in fit_prompts_encoded(tokenizer, rows, max_length, source, chat, task)]
 
 
 def fit_prompts_encoded(
-    tokenizer: Any, rows: Sequence[dict[str, Any]], max_length: int, source: object, chat: bool = False
+    tokenizer: Any,
+    rows: Sequence[dict[str, Any]],
+    max_length: int,
+    source: object,
+    chat: bool = False,
+    task: Task = BINARY,
 ) -> list[FittedPrompt]:
     """:func:`fit_prompts`, also returning each prompt's token ids, so they are tokenized only once.
 
@@ -241,6 +276,8 @@ def fit_prompts_encoded(
     # A bar only if it takes more than a few seconds (large splits): small ones stay quiet.
     bar = tqdm(rows, desc=f"fitting prompts ({source})", unit="prompt", delay=3, leave=False)
     try:
-        return [fit_prompt_encoded(tokenizer, r["question"], r["context"], max_length, r["id"], chat) for r in bar]
+        return [
+            fit_prompt_encoded(tokenizer, r["question"], r["context"], max_length, r["id"], chat, task) for r in bar
+        ]
     except ValueError as err:
         raise PromptTooLongError(f"{source}: {err}; raise model.max_source_length") from None

@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.special import expit
+from scipy.special import expit, softmax
 from tqdm.auto import tqdm
 from transformers.modeling_outputs import BaseModelOutput
 
@@ -78,11 +78,12 @@ def _decoder_start_id(model: Any) -> int:
     return int(start)
 
 
-def answer_token_ids(tokenizer: Any) -> list[list[int]]:
-    """Target token ids of each answer, in :data:`~pubmedqa_peft.prompts.LABELS` order.
+def answer_token_ids(tokenizer: Any, labels: Sequence[str] = LABELS) -> list[list[int]]:
+    """Target token ids of each answer, in ``labels`` order.
 
     Args:
         tokenizer: A Hugging Face tokenizer.
+        labels: The task's labels in column order (default: yes/no).
 
     Returns:
         One list of ids per label, as the model is trained to produce them (with EOS).
@@ -90,8 +91,8 @@ def answer_token_ids(tokenizer: Any) -> list[list[int]]:
     Raises:
         ValueError: If an answer tokenizes to nothing.
     """
-    targets = [list(tokenizer(text_target=verbalize(label)).input_ids) for label in LABELS]
-    for label, ids in zip(LABELS, targets, strict=True):
+    targets = [list(tokenizer(text_target=verbalize(label)).input_ids) for label in labels]
+    for label, ids in zip(labels, targets, strict=True):
         if not ids:
             raise ValueError(f"answer {label!r} tokenizes to no tokens")
     return targets
@@ -272,6 +273,7 @@ def score_yes_no(
     progress: bool = True,
     desc: str = "scoring",
     chat: bool = False,
+    labels: Sequence[str] = LABELS,
 ) -> np.ndarray:
     """Log-likelihood of each answer for each prompt.
 
@@ -298,10 +300,12 @@ def score_yes_no(
         desc: Label of the progress bar.
         chat: The prompts went through a chat template (a decoder-only model's answer then
             follows them with no space; see :func:`pubmedqa_peft.families.answer_delimiter`).
+        labels: The answers to score, in column order (default: ``("no", "yes")``; the
+            three-label task adds ``maybe``).
 
     Returns:
-        Array of shape ``(len(prompts), 2)``: ``[log P(no), log P(yes)]`` per prompt
-        (column order :data:`~pubmedqa_peft.prompts.LABELS`).
+        Array of shape ``(len(prompts), K)``: ``[log P(no), log P(yes)]`` per prompt for
+        the default labels, one column per label in ``labels`` order in general.
 
     Raises:
         ValueError: If ``batch_size`` < 1 or a prompt is longer than ``max_length`` tokens.
@@ -311,9 +315,9 @@ def score_yes_no(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = len(prompts)
     if n == 0:
-        return np.zeros((0, len(LABELS)), dtype=np.float64)
+        return np.zeros((0, len(labels)), dtype=np.float64)
     if is_causal(model):
-        return _score_causal(model, tokenizer, prompts, batch_size, max_length, progress, desc, chat)
+        return _score_causal(model, tokenizer, prompts, batch_size, max_length, progress, desc, chat, labels)
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         raise ValueError("the tokenizer has no pad token")
@@ -327,11 +331,11 @@ def score_yes_no(
             f"e.g. prompt {i} has {lengths[i]}; fit prompts with prompts.fit_prompt first"
         )
     device = _device(model)
-    targets = [torch.tensor(t, dtype=torch.long, device=device) for t in answer_token_ids(tokenizer)]
+    targets = [torch.tensor(t, dtype=torch.long, device=device) for t in answer_token_ids(tokenizer, labels)]
     start_id = _decoder_start_id(model)
     # Longest first: the biggest batch runs first, so running out of memory shows at once.
     order = np.argsort(-lengths, kind="stable")
-    out = np.empty((n, len(LABELS)), dtype=np.float64)
+    out = np.empty((n, len(labels)), dtype=np.float64)
     model.eval()
     strategy = _strategy(model, reuse_encoder)
     starts = range(0, n, batch_size)
@@ -366,13 +370,14 @@ def _score_causal(
     progress: bool,
     desc: str,
     chat: bool = False,
+    labels: Sequence[str] = LABELS,
 ) -> np.ndarray:
     """:func:`score_yes_no` for a decoder-only model: each answer as the continuation of its prompt."""
     # Imported here: causal_scoring builds on this module's batch runner.
     from pubmedqa_peft.causal_scoring import encode_requests, score_answers_causal
     from pubmedqa_peft.families import answer_delimiter
 
-    answers = [answer_delimiter(chat) + verbalize(label) for label in LABELS]
+    answers = [answer_delimiter(chat) + verbalize(label) for label in labels]
     texts = [isinstance(p, str) for p in prompts]
     if any(texts) and not all(texts):
         raise TypeError("prompts must be all texts or all token-id sequences, not a mix")
@@ -447,19 +452,22 @@ def _run_batches(
 
 
 def probabilities(loglik: np.ndarray) -> np.ndarray:
-    """P(yes) from the two answers' log-likelihoods: a softmax over the two.
+    """Probabilities from the answers' log-likelihoods: a softmax over the task's answers.
 
     Args:
-        loglik: Array ``(n, 2)`` as returned by :func:`score_yes_no`.
+        loglik: Array ``(n, K)`` as returned by :func:`score_yes_no`.
 
     Returns:
-        Array ``(n,)`` of P(yes) in [0, 1].
+        For yes/no (``K = 2``, columns ``[no, yes]``): array ``(n,)`` of P(yes) in [0, 1].
+        For ``K > 2``: array ``(n, K)`` whose rows sum to 1, columns as in ``loglik``.
     """
     loglik = np.asarray(loglik, dtype=np.float64)
-    if loglik.ndim != 2 or loglik.shape[1] != len(LABELS):
-        raise ValueError(f"expected shape (n, {len(LABELS)}), got {loglik.shape}")
-    # softmax([a, b])[1] == sigmoid(b - a); expit never overflows.
-    return expit(loglik[:, LABELS.index("yes")] - loglik[:, LABELS.index("no")])
+    if loglik.ndim != 2 or loglik.shape[1] < 2:
+        raise ValueError(f"expected shape (n, K) with K >= 2, got {loglik.shape}")
+    if loglik.shape[1] == 2:
+        # softmax([a, b])[1] == sigmoid(b - a); expit never overflows.
+        return expit(loglik[:, LABELS.index("yes")] - loglik[:, LABELS.index("no")])
+    return softmax(loglik, axis=1)
 
 
 def measure_latency(
@@ -470,6 +478,7 @@ def measure_latency(
     warmup: int,
     max_length: int,
     chat: bool = False,
+    labels: Sequence[str] = LABELS,
 ) -> dict[str, float]:
     """Wall-clock seconds of batch-1 requests: tokenization plus scoring of one prompt.
 
@@ -484,6 +493,7 @@ def measure_latency(
         warmup: Untimed requests before timing.
         max_length: Token budget of a prompt.
         chat: The prompts went through a chat template (see :func:`score_yes_no`).
+        labels: The answers scored (see :func:`score_yes_no`).
 
     Returns:
         ``{"median": s, "p90": s, "samples": n}`` in seconds per request.
@@ -491,12 +501,14 @@ def measure_latency(
     if not prompts or samples < 1:
         raise ValueError("need at least one prompt and one timed sample")
     for i in range(warmup):
-        score_yes_no(model, tokenizer, [prompts[i % len(prompts)]], 1, max_length, progress=False, chat=chat)
+        score_yes_no(
+            model, tokenizer, [prompts[i % len(prompts)]], 1, max_length, progress=False, chat=chat, labels=labels
+        )
     times = []
     for i in range(samples):
         prompt = prompts[(warmup + i) % len(prompts)]
         start = time.perf_counter()
-        score_yes_no(model, tokenizer, [prompt], 1, max_length, progress=False, chat=chat)
+        score_yes_no(model, tokenizer, [prompt], 1, max_length, progress=False, chat=chat, labels=labels)
         times.append(time.perf_counter() - start)
     return {
         "median": float(statistics.median(times)),

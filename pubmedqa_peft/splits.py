@@ -43,11 +43,13 @@ from pubmedqa_peft.fetch import fetch_verified
 from pubmedqa_peft.provenance import provenance
 from pubmedqa_peft.redaction import redact_url
 from pubmedqa_peft.stage import PipelineError
+from pubmedqa_peft.task import DISPLAY_ORDER
 
 log = logging.getLogger(__name__)
 
 SPLIT_NAMES = paths.SPLIT_NAMES
-TASK_LABELS = ("yes", "no")
+TASK_LABELS = DISPLAY_ORDER
+"""Labels a split may hold, in the order they are dealt (yes first, as always)."""
 
 Splits = dict[str, list[dict[str, Any]]]
 
@@ -92,7 +94,8 @@ def _by_label(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any
         if r["label"] not in groups:
             raise PipelineError(f"record {r['id']!r}: label {r['label']!r} is not one of {TASK_LABELS}")
         groups[r["label"]].append(r)
-    return groups
+    # The labels present; yes and no are always dealt, even if one has no record.
+    return {label: rs for label, rs in groups.items() if rs or label != "maybe"}
 
 
 def _stratify(
@@ -101,13 +104,19 @@ def _stratify(
     """Deal ``records`` into the named splits by ``weights``, stratified by label."""
     groups = _by_label(records)
     sizes = allocate(len(records), weights)
-    # Splitting each split's size between the labels in proportion to the label totals
-    # keeps every split's yes count within one of its exact share; with two labels the
-    # "no" counts then add up by construction.
-    yes_counts = allocate(len(groups["yes"]), sizes)
-    per_label = {"yes": yes_counts, "no": [n - y for n, y in zip(sizes, yes_counts, strict=True)]}
+    # Each label but the last is divided in proportion to the room the splits have left
+    # (for the first label, the split sizes), which keeps every split's count of it within
+    # one of its exact share; the last label fills what is left, so the sizes add up by
+    # construction and no count can go negative. With yes/no this is yes by size, no the rest.
+    per_label: dict[str, list[int]] = {}
+    room = list(sizes)
+    *first, last = groups
+    for label in first:
+        per_label[label] = allocate(len(groups[label]), room) if sum(room) else [0] * len(room)
+        room = [r - c for r, c in zip(room, per_label[label], strict=True)]
+    per_label[last] = room
     out: Splits = {name: [] for name in names}
-    for label in TASK_LABELS:
+    for label in groups:
         pool = groups[label]
         rng.shuffle(pool)
         start = 0
@@ -127,7 +136,7 @@ def stratified_split(records: Sequence[dict[str, Any]], fractions: Mapping[str, 
     """Split records into train/val/test by ``fractions``, stratified by label.
 
     Args:
-        records: Clean records with unique ``id`` and ``label`` in yes/no.
+        records: Clean records with unique ``id`` and ``label`` (yes, no or maybe).
         fractions: Share per split name (``train``, ``val``, ``test``), summing to 1.
         seed: Seed of the shuffle.
 
@@ -145,7 +154,7 @@ def official_split(
     """Official test PMIDs as test; the other records stratified into train/val.
 
     Args:
-        records: Clean records with unique ``id`` and ``label`` in yes/no.
+        records: Clean records with unique ``id`` and ``label`` (yes, no or maybe).
         test_ids: The official test PMIDs (those absent from ``records`` are ignored;
             count them with :func:`missing_ids`).
         fractions: Shares per split name; only the ``train : val`` ratio is used.
@@ -217,11 +226,13 @@ def check_partition(splits: Mapping[str, Sequence[dict[str, Any]]], records: Seq
 
 
 def split_counts(splits: Mapping[str, Sequence[dict[str, Any]]]) -> dict[str, dict[str, int]]:
-    """Per split: ``{"total", "yes", "no"}``."""
+    """Per split: ``{"total", "yes", "no"}``, and ``"maybe"`` when any split holds one."""
+    present = {r["label"] for name in SPLIT_NAMES for r in splits[name]}
+    shown = [label for label in TASK_LABELS if label in present or label != "maybe"]
     counts = {}
     for name in SPLIT_NAMES:
         labels = Counter(r["label"] for r in splits[name])
-        counts[name] = {"total": len(splits[name]), "yes": labels["yes"], "no": labels["no"]}
+        counts[name] = {"total": len(splits[name]), **{label: labels[label] for label in shown}}
     return counts
 
 
@@ -236,7 +247,7 @@ def load_clean(path: Path | str = paths.CLEAN_RECORDS) -> list[dict[str, Any]]:
 
     Raises:
         PipelineError: If the file is missing, a line is not a JSON object, a record has
-            no string ``id`` or a label other than yes/no, or an id repeats.
+            no string ``id`` or a label other than yes/no/maybe, or an id repeats.
     """
     path = Path(path)
     if not path.exists():
@@ -251,7 +262,7 @@ def load_clean(path: Path | str = paths.CLEAN_RECORDS) -> list[dict[str, Any]]:
         if not isinstance(rid, str) or not rid:
             raise PipelineError(f"{path}: record {n}: missing or non-string id")
         if r.get("label") not in TASK_LABELS:
-            raise PipelineError(f"{path}: record {rid!r}: label {r.get('label')!r} is not yes/no")
+            raise PipelineError(f"{path}: record {rid!r}: label {r.get('label')!r} is not yes, no or maybe")
         if rid in seen:
             raise PipelineError(f"{path}: record {rid!r} appears more than once")
         seen.add(rid)
@@ -363,5 +374,6 @@ def split(
     files.write_json(metrics_path, metrics)
     for name in SPLIT_NAMES:
         c = counts[name]
-        log.info("split (%s): %s %d records (yes %d, no %d)", cfg.strategy, name, c["total"], c["yes"], c["no"])
+        by_label = ", ".join(f"{label} {n}" for label, n in c.items() if label != "total")
+        log.info("split (%s): %s %d records (%s)", cfg.strategy, name, c["total"], by_label)
     return splits

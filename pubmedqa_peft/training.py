@@ -37,9 +37,10 @@ from pubmedqa_peft import families, files, known_warnings, modeling, paths
 from pubmedqa_peft.config import Params, method_section
 from pubmedqa_peft.manifest import RunManifest, write_manifest
 from pubmedqa_peft.methods import registry
-from pubmedqa_peft.prompts import LABELS, TEMPLATE_VERSION, fit_prompts_encoded, uses_chat, verbalize
+from pubmedqa_peft.prompts import TEMPLATE_VERSION, fit_prompts_encoded, uses_chat, verbalize
 from pubmedqa_peft.provenance import provenance
 from pubmedqa_peft.stage import PipelineError
+from pubmedqa_peft.task import BINARY, Task, check_labels
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,7 @@ def encode_examples(
     source: object = "records",
     family: families.Family = families.FAMILIES["seq2seq"],
     chat: bool = False,
+    task: Task = BINARY,
 ) -> EncodedDataset:
     """Tokenise records for training, each prompt exactly once.
 
@@ -165,17 +167,18 @@ def encode_examples(
         source: Where the records came from, named in errors.
         family: The model's family (how prompt and answer make an example).
         chat: Wrap prompts in the tokenizer's chat template (:func:`pubmedqa_peft.prompts.as_chat`).
+        task: The label set (named in the instruction; the prompt leaves room for its longest answer).
 
     Returns:
         A dataset of ``{"input_ids", "labels"}`` lists, unpadded (the collator pads
         each batch to its own longest example).
     """
-    budget = max_length - family.answer_room(tokenizer, LABELS, chat)
+    budget = max_length - family.answer_room(tokenizer, task.labels, chat)
     # The ids computed while fitting each prompt are its inputs: no second tokenization.
-    fitted = fit_prompts_encoded(tokenizer, rows, budget, source, chat)
+    fitted = fit_prompts_encoded(tokenizer, rows, budget, source, chat, task)
     if not family.causal:
         # Seq2seq targets depend on the label only: tokenised once per label.
-        targets = {label: tokenizer(text_target=verbalize(label)).input_ids for label in LABELS}
+        targets = {label: tokenizer(text_target=verbalize(label)).input_ids for label in task.labels}
         return EncodedDataset(
             [{"input_ids": p.input_ids, "labels": targets[row["label"]]} for p, row in zip(fitted, rows, strict=True)]
         )
@@ -298,8 +301,9 @@ def train_method(
     chat = uses_chat(tokenizer, params.model.chat_template)
     if chat:
         log.info("prompts go through the tokenizer's chat template (model.chat_template: auto)")
-    train_ds = encode_examples(tokenizer, train_rows, max_len, paths.split_file("train"), family, chat)
-    val_ds = encode_examples(tokenizer, val_rows, max_len, paths.split_file("val"), family, chat)
+    task = params.task.task
+    train_ds = encode_examples(tokenizer, train_rows, max_len, paths.split_file("train"), family, chat, task)
+    val_ds = encode_examples(tokenizer, val_rows, max_len, paths.split_file("val"), family, chat, task)
 
     # T5's loss is a per-batch mean that ignores the Trainer's token count, but its forward
     # takes **kwargs, so the Trainer would assume otherwise and multiply the loss by the
@@ -429,7 +433,7 @@ def _manifest(
         base_model_revision=modeling.base_model_revision(params.model.name),
         model_type=base.config.model_type,
         family=family.name,
-        labels=LABELS,
+        labels=params.task.task.labels,
         prompt_template=TEMPLATE_VERSION,
         chat_template=chat,
         max_source_length=params.model.max_source_length,
@@ -454,6 +458,8 @@ def run_training_stage(method: str, params: Params) -> dict[str, Any]:
         if not f.exists():
             raise PipelineError(f"{f} not found: run `dvc repro split` first")
     train_rows, val_rows = (files.read_jsonl(f) for f in split_files)
+    for f, rows in zip(split_files, (train_rows, val_rows), strict=True):
+        check_labels(rows, params.task.task, f)
     ckpt = paths.checkpoint_dir(method)
     metrics = train_method(
         method,

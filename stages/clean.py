@@ -1,4 +1,4 @@
-"""Stage ``clean``: parse the raw PQA-L file into one table of yes/no records.
+"""Stage ``clean``: parse the raw PQA-L file into one table of records with the task's labels.
 
 Inputs:
     ``data/raw/ori_pqal.json``.
@@ -6,7 +6,7 @@ Outputs:
     ``data/clean/pqal.jsonl`` (id, question, context, label, long_answer, year, meshes),
     ``metrics/data/clean.json`` (records in/out, drops by reason, labels, provenance).
 Params:
-    ``clean.keep_labels``.
+    ``task.labels``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pubmedqa_peft.stage import run
 
 
 def _body(params: Params) -> None:
-    clean(params.clean)
+    clean(params.task)
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ def test_real_params_yaml_loads() -> None:
     assert set(raw) == set(params_model().model_fields)
     assert params.split.seed == raw["split"]["seed"]
     assert params.ingest.sha256 == raw["ingest"]["sha256"]
-    assert sorted(params.clean.keep_labels) == ["no", "yes"]
+    assert sorted(params.task.labels) == ["no", "yes"] and params.task.task.labels == ("no", "yes")
     methods = registry.names()
     assert {m: params.method(m).lr for m in methods} == {m: raw[f"train_{m}"]["lr"] for m in methods}
 
@@ -104,9 +104,20 @@ def test_unknown_method_names_the_registered_ones() -> None:
         load_params(PARAMS_YAML).method("qlora")
 
 
-def test_keep_labels_must_be_yes_and_no() -> None:
-    with pytest.raises(ConfigError, match=r"clean\.keep_labels"):
-        parse_params(with_change("clean", "keep_labels", ["yes", "maybe"]))
+@pytest.mark.parametrize("labels", [["yes", "maybe"], ["yes"], ["yes", "no", "no"], ["yes", "no", "perhaps"]])
+def test_task_labels_must_be_the_binary_or_the_three_label_task(labels) -> None:
+    with pytest.raises(ConfigError, match=r"task\.labels"):
+        parse_params(with_change("task", "labels", labels))
+
+
+def test_three_labels_in_any_order_are_used_in_column_order() -> None:
+    params = parse_params(with_change("task", "labels", ["maybe", "yes", "no"]))
+    assert params.task.task.labels == ("no", "yes", "maybe") and params.task.task.answers_phrase == "yes, no or maybe"
+
+
+def test_the_old_clean_section_says_where_its_setting_moved() -> None:
+    with pytest.raises(ConfigError, match=r"clean: clean\.keep_labels is now task\.labels; unknown section"):
+        parse_params({"clean": {"keep_labels": ["yes", "no"]}})
 
 
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
@@ -125,5 +136,5 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
 def test_unquoted_yes_no_stay_strings_as_dvc_writes_them(tmp_path):
     # `dvc exp run -S` rewrites params.yaml with a YAML 1.2 dumper, which leaves yes/no unquoted.
     path = tmp_path / "params.yaml"
-    path.write_text("clean:\n  keep_labels: [yes, no]\n")
-    assert load_params(path).clean.keep_labels == ("yes", "no")
+    path.write_text("task:\n  labels: [yes, no, maybe]\n")
+    assert load_params(path).task.labels == ("yes", "no", "maybe")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pubmedqa_peft import files
-from pubmedqa_peft.config import CleanConfig
+from pubmedqa_peft.config import TaskConfig
 from pubmedqa_peft.data import (
     COLUMNS,
     DROP_REASONS,
@@ -74,8 +74,8 @@ class Outputs:
             content = content.encode("utf-8")
         self.raw.write_bytes(content)
 
-    def run(self, cfg: CleanConfig | None = None) -> CleanResult:
-        return clean(cfg or CleanConfig(), self.raw, self.out, self.metrics)
+    def run(self, cfg: TaskConfig | None = None) -> CleanResult:
+        return clean(cfg or TaskConfig(), self.raw, self.out, self.metrics)
 
     def assert_nothing_written(self) -> None:
         assert not self.out.exists() and not self.metrics.exists()
@@ -161,7 +161,7 @@ def test_clean_metrics_count_everything(io: Outputs) -> None:
     assert list(metrics["dropped"]) == list(DROP_REASONS)
     assert metrics["labels"] == {"yes": 2, "no": 1}
     assert metrics["records_in"] == metrics["records_out"] + sum(metrics["dropped"].values())
-    assert metrics["provenance"]["config"] == {"clean": {"keep_labels": ["yes", "no"]}}
+    assert metrics["provenance"]["config"] == {"task": {"labels": ["yes", "no"]}}
     assert {"versions", "git_revision"} <= set(metrics["provenance"])
 
 
@@ -418,7 +418,7 @@ def test_read_raw_returns_duplicates_after_first_entries(tmp_path: Path) -> None
 
 def test_real_data_counts(shared_data: Path, tmp_path: Path) -> None:
     out, metrics_path = tmp_path / "pqal.jsonl", tmp_path / "clean.json"
-    result = clean(CleanConfig(), shared_data / "ori_pqal.json", out, metrics_path)
+    result = clean(TaskConfig(), shared_data / "ori_pqal.json", out, metrics_path)
     metrics = json.loads(metrics_path.read_text())
     assert (metrics["records_in"], metrics["records_out"]) == (1000, 890)
     assert metrics["labels"] == {"yes": 552, "no": 338}

@@ -75,9 +75,10 @@ def test_one_train_stage_per_registered_method_sharing_one_definition():
         assert {k: v for k, v in stage.items() if k != "vars"} == {
             k: v for k, v in STAGES["train_prompt"].items() if k != "vars"
         }
-    assert STAGES["train_prompt"]["params"] == ["model", "train", "train_${method}"]
+    assert STAGES["train_prompt"]["params"] == ["model", "task", "train", "train_${method}"]
 
 
 def test_data_stages_read_only_their_own_params():
-    for stage in ("ingest", "clean", "split"):
-        assert STAGES[stage]["params"] == [stage]
+    # clean keeps the task's labels: it reads the task section, shared with training and evaluation.
+    for stage, section in (("ingest", "ingest"), ("clean", "task"), ("split", "split")):
+        assert STAGES[stage]["params"] == [section]

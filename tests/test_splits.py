@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pubmedqa_peft import files
-from pubmedqa_peft.config import CleanConfig, SplitConfig
+from pubmedqa_peft.config import SplitConfig, TaskConfig
 from pubmedqa_peft.data import clean
 from pubmedqa_peft.splits import (
     SPLIT_NAMES,
@@ -19,6 +19,7 @@ from pubmedqa_peft.splits import (
     load_clean,
     official_split,
     split,
+    split_counts,
     stratified_split,
 )
 from pubmedqa_peft.stage import PipelineError
@@ -123,11 +124,26 @@ def test_stratified_order_within_a_split_is_shuffled() -> None:
     assert 0 < first.count("yes") < 50
 
 
-def test_split_rejects_a_label_outside_yes_no() -> None:
+def test_split_rejects_a_label_outside_yes_no_maybe() -> None:
     records = make_records(5, 5)
-    records[3]["label"] = "maybe"
-    with pytest.raises(PipelineError, match="label 'maybe'"):
+    records[3]["label"] = "perhaps"
+    with pytest.raises(PipelineError, match="label 'perhaps'"):
         stratified_split(records, FRACTIONS, 0)
+
+
+def test_three_labels_are_each_stratified_within_one_of_their_share() -> None:
+    # PQA-L's own counts: 552 yes, 338 no, 110 maybe.
+    records = make_records(552, 338)
+    records += [{**r, "id": f"m{i:04d}", "label": "maybe"} for i, r in enumerate(make_records(110, 0))]
+    splits = stratified_split(records, FRACTIONS, 3)
+    counts = split_counts(splits)
+    for label, total in (("yes", 552), ("no", 338), ("maybe", 110)):
+        assert sum(counts[s][label] for s in SPLIT_NAMES) == total
+        for s in SPLIT_NAMES:
+            assert abs(counts[s][label] - total * FRACTIONS[s]) < 1, (s, label, counts)
+    assert [counts[s]["total"] for s in SPLIT_NAMES] == [800, 100, 100]
+    # The binary task's counts have no maybe key at all.
+    assert "maybe" not in split_counts(stratified_split(make_records(10, 10), FRACTIONS, 0))["train"]
 
 
 # --- official --------------------------------------------------------------------------------
@@ -268,7 +284,7 @@ def test_split_refuses_an_empty_split(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ('{"id": "1", "label": "maybe"}', "label 'maybe' is not yes/no"),
+        ('{"id": "1", "label": "perhaps"}', "label 'perhaps' is not yes, no or maybe"),
         ('{"label": "yes"}', "record 2: missing or non-string id"),
         ('{"id": "1", "label": "no"}', "record '1' appears more than once"),
         ("[1, 2]", "expected a JSON object"),
@@ -354,7 +370,7 @@ def test_official_ids_url_token_is_in_no_message_or_metrics(tmp_path: Path) -> N
 def real_clean(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("real")
     out = root / "pqal.jsonl"
-    clean(CleanConfig(), shared_data / "ori_pqal.json", out, root / "clean.json")
+    clean(TaskConfig(), shared_data / "ori_pqal.json", out, root / "clean.json")
     return out
 
 
