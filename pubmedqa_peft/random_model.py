@@ -65,9 +65,17 @@ Decoder-only, real size, for speed figures:
   hub's checkpoint is, 2,204 MB on disk (building it takes about 30 s and 5 GB of memory).
   Its tokenizer is TinyLlama's kind (Llama-2's): a SentencePiece BPE of 32000 pieces with
   byte fallback, which PQA-L reaches by merges alone (no filler tokens), 1.44 tokens per
-  context word, prompts of 319 tokens on average, 659 at most. Chosen over
-  ``qwen2.5-0.5b-arch``: Qwen2.5's 151,643 byte-level BPE tokens cannot be learned from
-  1000 abstracts, so most of its vocabulary would be filler.
+  context word, prompts of 319 tokens on average, 659 at most.
+* ``qwen2.5-0.5b-arch``: exactly Qwen2.5-0.5B(-Instruct)'s config (hidden 896, 24 layers,
+  14 heads, 2 key/value heads, MLP 4864, q/k/v biases, 151,936 embedding rows, tied head,
+  rope theta 1e6, RMS eps 1e-6, 32768 positions, no sliding window): 494,032,768
+  parameters, saved in bfloat16, 990 MB on disk; about half TinyLlama's compute per
+  token, so ``benchmarks/decoder.py`` fits a 2-core CPU. Its tokenizer is Qwen2.5's kind
+  (``qwen2`` below) with the vocabulary PQA-L yields when 32000 tokens are asked for
+  (30,262: the corpus runs out of merges; Qwen2.5's 151,643 tokens cannot be learned from
+  1000 abstracts). The embedding keeps all 151,936 rows, so every matmul has the real
+  model's shape; the rows past the tokenizer are never read, as Qwen2.5's last 271 are
+  not. 1.41 tokens per context word, prompts of 312 tokens on average, 715 at most.
 
 Decoder-only weights: transformers' own initialisation (normal, std 0.02, zero biases)
 under ``torch.manual_seed(seed)``, tied or untied as the real model's config says.
@@ -203,6 +211,14 @@ class Architecture:
     expected_parameters: int | None = None
 
 
+# Qwen2.5-Instruct: config bos/eos, and generation stops at either end marker.
+_QWEN2_CONFIG_TOKENS = {"bos_token_id": "<|endoftext|>", "eos_token_id": "<|im_end|>"}
+_QWEN2_GENERATION_TOKENS: dict[str, str | tuple[str, ...]] = {
+    "bos_token_id": "<|endoftext|>",
+    "eos_token_id": ("<|im_end|>", "<|endoftext|>"),
+    "pad_token_id": "<|endoftext|>",
+}
+
 _SPM_TOKENS = {"bos_token_id": "<s>", "eos_token_id": "</s>"}
 """Llama-2-style SentencePiece models (Mistral, TinyLlama): ``<s>`` = 1, ``</s>`` = 2."""
 
@@ -248,13 +264,8 @@ ARCHITECTURES: dict[str, Architecture] = {
         },
         learned_pieces=4000,
         rows_multiple=128,
-        # Qwen2.5-Instruct: config bos/eos, and generation stops at either end marker.
-        config_tokens={"bos_token_id": "<|endoftext|>", "eos_token_id": "<|im_end|>"},
-        generation_tokens={
-            "bos_token_id": "<|endoftext|>",
-            "eos_token_id": ("<|im_end|>", "<|endoftext|>"),
-            "pad_token_id": "<|endoftext|>",
-        },
+        config_tokens=_QWEN2_CONFIG_TOKENS,
+        generation_tokens=_QWEN2_GENERATION_TOKENS,
     ),
     "tiny-mistral": Architecture(
         name="tiny-mistral",
@@ -325,6 +336,29 @@ ARCHITECTURES: dict[str, Architecture] = {
         config_tokens=_SPM_TOKENS,
         dtype=torch.bfloat16,
         expected_parameters=1_100_048_384,
+    ),
+    "qwen2.5-0.5b-arch": Architecture(
+        name="qwen2.5-0.5b-arch",
+        model_type="qwen2",
+        tokenizer="qwen2",
+        config={
+            "hidden_size": 896,
+            "intermediate_size": 4864,
+            "num_hidden_layers": 24,
+            "num_attention_heads": 14,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 32768,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0},
+            "rms_norm_eps": 1e-6,
+            "tie_word_embeddings": True,
+            "use_sliding_window": False,
+        },
+        learned_pieces=32000,
+        embedding_rows=151936,
+        config_tokens=_QWEN2_CONFIG_TOKENS,
+        generation_tokens=_QWEN2_GENERATION_TOKENS,
+        dtype=torch.bfloat16,
+        expected_parameters=494_032_768,
     ),
 }
 

@@ -601,6 +601,51 @@ def test_tinyllama_arch_tokenizer_has_32000_pieces_on_pubmedqa(shared_data: Path
     assert 1.3 <= stats["tokens_per_word"] <= 1.6
 
 
+# --- Qwen2.5-0.5B architecture ----------------------------------------------------------------
+
+# Qwen/Qwen2.5-0.5B-Instruct's config.json on the hub (the values that define its shape).
+QWEN25_05B = {
+    "hidden_size": 896,
+    "intermediate_size": 4864,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "vocab_size": 151936,
+    "max_position_embeddings": 32768,
+    "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": True,
+    "use_sliding_window": False,
+    "hidden_act": "silu",
+}
+
+
+def test_qwen25_arch_matches_qwen25_05b_exactly() -> None:
+    with torch.device("meta"):  # the command's code, without allocating 2 GB
+        model = random_model.build_model("qwen2.5-0.5b-arch")
+    assert modeling.count_parameters(model) == (494_032_768, 494_032_768)
+    assert model.config.model_type == "qwen2"
+    for key, value in QWEN25_05B.items():
+        assert getattr(model.config, key) == value, key
+    assert model.config.rope_parameters["rope_theta"] == 1_000_000.0
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # tied, as Qwen2.5-0.5B's
+    attention = model.model.layers[0].self_attn
+    assert attention.q_proj.bias is not None and attention.o_proj.bias is None  # q/k/v biases only
+    assert model.dtype == torch.bfloat16
+
+
+def test_qwen25_arch_tokenizer_is_qwen2_kind_with_realistic_lengths(shared_data: Path) -> None:
+    arch = random_model.ARCHITECTURES["qwen2.5-0.5b-arch"]
+    corpus = read_corpus(shared_data / "ori_pqal.json")
+    tokenizer = random_model.train_arch_tokenizer(arch, corpus.texts)
+    assert type(tokenizer).__name__ == "Qwen2Tokenizer"
+    # PQA-L runs out of merges before 32000: fewer tokens than embedding rows, never more.
+    assert 20000 < len(tokenizer) <= arch.learned_pieces < arch.embedding_rows
+    stats = random_model.prompt_length_stats(tokenizer, corpus.prompts)
+    assert 1.3 <= stats["tokens_per_word"] <= 1.6
+    for label in LABELS:
+        assert len(tokenizer(" " + label).input_ids) == 1
+
+
 def test_special_token_ids_resolve_tokens_and_name_a_missing_one(tiny_model_dir: Callable[[str], Path]) -> None:
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir("tiny-qwen2"), local_files_only=True)
     ids = random_model.special_token_ids(tokenizer, {"pad_token_id": "<|endoftext|>", "eos_token_id": ("<|im_end|>",)})
