@@ -96,7 +96,7 @@ def _check(y_true: ArrayLike, probs: ArrayLike, labels: Sequence[str] = LABELS) 
         sums = p.sum(axis=1)
         off = np.flatnonzero(np.abs(sums - 1) > 1e-6)
         if off.size:
-            raise ValueError(f"probabilities of example {off[0]} sum to {sums[off[0]]!r}, not 1")
+            raise ValueError(f"probabilities of example {off[0]} sum to {float(sums[off[0]])!r}, not 1")
     return y, p
 
 

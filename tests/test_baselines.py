@@ -217,3 +217,40 @@ def test_tfidf_choice_is_deterministic(train_rows):
     assert choice_a == choice_b
     test = _rows(20, seed=9)
     assert np.array_equal(baselines.predict_tfidf_logreg(a, test), baselines.predict_tfidf_logreg(b, test))
+
+
+# --- three labels ---------------------------------------------------------------------------------
+
+THREE = ("no", "yes", "maybe")
+
+
+def test_three_label_majority_gives_every_label_its_training_share():
+    p = baselines.majority_p_yes(["yes", "yes", "no", "maybe", "yes", "no"], 4, THREE)
+    assert p.shape == (4, 3) and np.allclose(p[0], [2 / 6, 3 / 6, 1 / 6])
+
+
+def test_three_label_tfidf_gives_a_probability_row_per_example_in_column_order():
+    rows = _rows(60)
+    for i, r in enumerate(rows):
+        if i % 4 == 0:
+            r["label"] = "maybe"
+    model, choice = baselines.choose_tfidf_logreg(rows[:45], rows[45:], seed=0, labels=THREE)
+    p = baselines.predict_tfidf_logreg(model, rows[45:])
+    assert p.shape == (15, 3) and np.allclose(p.sum(axis=1), 1)
+    assert model.classes_.tolist() == [0, 1, 2] and set(choice) == {"C", "class_weight", "val_macro_f1"}
+    with pytest.raises(ValueError, match="every label"):
+        baselines.fit_tfidf_logreg([r for r in rows if r["label"] != "maybe"], seed=0, labels=THREE)
+
+
+def test_three_label_exemplars_are_balanced_with_the_rest_to_the_commonest():
+    rows = [{"id": f"{i:03d}", "label": lab} for i, lab in enumerate(["yes"] * 9 + ["no"] * 6 + ["maybe"] * 3)]
+    for k, want in (
+        (3, {"yes": 1, "no": 1, "maybe": 1}),
+        (5, {"yes": 2, "no": 2, "maybe": 1}),
+        (4, {"yes": 2, "no": 1, "maybe": 1}),
+    ):
+        picked = baselines.choose_exemplars(rows, k, seed=1, labels=THREE)
+        assert {lab: sum(r["label"] == lab for r in picked) for lab in want} == want
+    # The binary choice is unchanged: ceil(k/2) from the majority.
+    binary = [r for r in rows if r["label"] != "maybe"]
+    assert sum(r["label"] == "yes" for r in baselines.choose_exemplars(binary, 3, seed=1)) == 2

@@ -220,3 +220,89 @@ def test_mcnemar_without_discordant_pairs_is_one():
 def test_bad_input_is_refused_clearly(labels, probs, message):
     with pytest.raises(ValueError, match=message):
         ev.accuracy(labels, probs)
+
+
+# --- three labels (yes / no / maybe) ------------------------------------------------------------
+
+THREE = ("no", "yes", "maybe")
+
+
+def _case3(n: int = 90, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three-class labels and imperfect probability rows (rows sum to 1, some ties)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, size=n)
+    logits = rng.normal(0, 1, size=(n, 3))
+    logits[np.arange(n), y] += 1.0
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    p[0] = [1 / 3, 1 / 3, 1 / 3]  # a three-way tie goes to the first column
+    return y, p
+
+
+def test_three_label_metrics_match_scikit_learn():
+    y, p = _case3()
+    pred = p.argmax(axis=1)
+    assert ev.predict(p)[0] == 0 and np.array_equal(ev.predict(p), pred)
+    assert ev.accuracy(y, p, THREE) == pytest.approx(accuracy_score(y, pred))
+    assert ev.macro_f1(y, p, THREE) == pytest.approx(f1_score(y, pred, average="macro", labels=[0, 1, 2]))
+    pr = ev.precision_recall(y, p, THREE)
+    assert list(pr["precision"]) == ["yes", "no", "maybe"]
+    for c, label in enumerate(THREE):
+        assert pr["precision"][label] == pytest.approx(precision_score(y, pred, labels=[c], average="macro"))
+        assert pr["recall"][label] == pytest.approx(recall_score(y, pred, labels=[c], average="macro"))
+    cm = confusion_matrix(y, pred, labels=[0, 1, 2])
+    conf = ev.confusion(y, p, THREE)
+    assert [[conf[g][q] for q in THREE] for g in THREE] == cm.tolist()
+    assert ev.roc_auc(y, p, THREE) == pytest.approx(roc_auc_score(y, p, multi_class="ovr", average="macro"))
+    # Strings work as well as column indices.
+    assert ev.accuracy([THREE[i] for i in y], p, THREE) == ev.accuracy(y, p, THREE)
+
+
+def test_three_label_confidence_bins_and_taus_start_at_a_third():
+    y, p = _case3()
+    rows = ev.reliability_diagram(y, p, 4, THREE)
+    assert rows[0]["low"] == pytest.approx(1 / 3) and rows[-1]["high"] == 1.0
+    assert sum(r["count"] for r in rows) == len(y)
+    conf = p.max(axis=1)
+    acc = (p.argmax(axis=1) == y).astype(float)
+    edges = np.linspace(1 / 3, 1, 5)
+    which = np.clip(np.searchsorted(edges, np.round(conf, 12), side="right") - 1, 0, 3)
+    want = sum(
+        abs(acc[which == b].mean() - conf[which == b].mean()) * (which == b).sum()
+        for b in range(4)
+        if (which == b).any()
+    )
+    assert ev.expected_calibration_error(y, p, 4, THREE) == pytest.approx(want / len(y))
+    taus = ev.tau_grid(0.1, 3)
+    assert taus[0] == pytest.approx(1 / 3) and taus[-1] == 1.0
+    curve = ev.coverage_curve(y, p, 0.1, THREE)
+    assert curve[0]["coverage"] == 1.0 and curve[0]["selective_accuracy"] == pytest.approx(acc.mean())
+    assert [c["coverage"] for c in curve] == sorted((c["coverage"] for c in curve), reverse=True)
+
+
+def test_three_label_rows_must_be_probabilities_over_three_columns():
+    y, p = _case3(6)
+    with pytest.raises(ValueError, match=r"shape \(6, 2\).*expected \(6, 3\)"):
+        ev.accuracy(y, p[:, :2], THREE)
+    bad = p.copy()
+    bad[2] = [0.5, 0.5, 0.5]
+    with pytest.raises(ValueError, match=r"example 2 sum to 1\.5"):
+        ev.accuracy(y, bad, THREE)
+    with pytest.raises(ValueError, match="'perhaps' is not one of"):
+        ev.accuracy(["perhaps"] * 6, p, THREE)
+
+
+def test_the_binary_task_as_a_two_column_matrix_gives_the_same_metrics_bit_for_bit():
+    y, p = _case()
+    as_vector = ev.method_metrics(y, p, tau=0.7, bins=5, bootstrap=200, seed=3)
+    as_matrix = ev.method_metrics(y, ev.as_matrix(p), tau=0.7, bins=5, bootstrap=200, seed=3)
+    assert json.dumps(as_vector) == json.dumps(as_matrix)
+    assert ev.mcnemar(y, p, 1 - p) == ev.mcnemar(y, ev.as_matrix(p), ev.as_matrix(1 - p))
+
+
+def test_three_label_method_metrics_have_every_key_and_a_per_class_row_for_maybe():
+    y, p = _case3()
+    m = ev.method_metrics(y, p, tau=0.5, bins=5, bootstrap=100, seed=0, labels=THREE)
+    assert set(m["recall"]) == {"yes", "no", "maybe"} and set(m["confusion"]) == set(THREE)
+    assert m["accuracy_ci"]["low"] <= m["accuracy"] <= m["accuracy_ci"]["high"]
+    assert m["macro_f1_ci"]["low"] <= m["macro_f1"] <= m["macro_f1_ci"]["high"]
+    assert 0 < m["coverage"] < 1 and m["roc_auc"] > 0.5

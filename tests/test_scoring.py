@@ -314,7 +314,7 @@ def test_probabilities_are_a_two_way_softmax():
     np.testing.assert_allclose(p, expected, atol=1e-12)
     assert p[2] == 0.5
     with pytest.raises(ValueError, match="shape"):
-        scoring.probabilities(np.zeros((3, 3)))
+        scoring.probabilities(np.zeros((3, 1)))
 
 
 def test_latency_and_throughput_are_positive_and_ordered(model, tokenizer):
@@ -341,3 +341,24 @@ def test_a_decoder_only_model_is_scored_as_answers_continuing_the_prompt(tiny_mo
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="more than max_length=40"):
         scoring.score_yes_no(model, tok, prompts, 2, 40, progress=False)
+
+
+def test_three_answers_add_a_maybe_column_and_leave_the_others_unchanged(model, tokenizer):
+    prompts = _prompts(5, seed=2)
+    two = scoring.score_yes_no(model, tokenizer, prompts, batch_size=2, max_length=512, progress=False)
+    three = scoring.score_yes_no(
+        model, tokenizer, prompts, batch_size=2, max_length=512, progress=False, labels=("no", "yes", "maybe")
+    )
+    assert three.shape == (5, 3)
+    np.testing.assert_allclose(three[:, :2], two, rtol=0, atol=1e-5)
+    with torch.inference_mode():
+        enc = tokenizer(prompts[0], return_tensors="pt")
+        target = tokenizer(text_target="maybe", return_tensors="pt").input_ids
+        logp = torch.log_softmax(model(**enc, labels=target).logits[0].double(), dim=-1)
+        want = sum(float(logp[t, target[0, t]]) for t in range(target.shape[1]))
+    assert three[0, 2] == pytest.approx(want, abs=1e-4)
+    probs = scoring.probabilities(three)
+    assert probs.shape == (5, 3) and np.allclose(probs.sum(axis=1), 1)
+    assert np.array_equal(probs.argmax(axis=1), three.argmax(axis=1))
+    # Two answers keep returning P(yes) alone.
+    assert scoring.probabilities(two).shape == (5,)
