@@ -17,6 +17,7 @@ import textwrap
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +34,7 @@ from pubmedqa_peft import paths
 from pubmedqa_peft.evaluation import expected_calibration_error, reliability_diagram
 from pubmedqa_peft.files import atomic_path
 from pubmedqa_peft.methods import registry
+from pubmedqa_peft.task import BINARY, DISPLAY_ORDER
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,37 @@ _LABELS = {
     "tfidf_logreg": "TF-IDF + log. reg.",
     "majority": "majority class",
 }
+
+
+def probability_columns(labels: Sequence[str]) -> list[str]:
+    """The probability columns of a predictions CSV (``plots/eval/predictions/<method>.csv``).
+
+    Args:
+        labels: The task's labels in column order.
+
+    Returns:
+        ``["p_yes"]`` for yes/no (P(no) is 1 minus it); otherwise ``p_<label>`` per label, in column order.
+    """
+    return ["p_yes"] if len(labels) == 2 else [f"p_{label}" for label in labels]
+
+
+def probabilities(predictions: pd.DataFrame, labels: Sequence[str] = BINARY.labels) -> np.ndarray:
+    """A predictions table's probabilities as :mod:`pubmedqa_peft.evaluation` takes them.
+
+    Args:
+        predictions: Per-example predictions with the columns of :func:`probability_columns`.
+        labels: The task's labels in column order.
+
+    Returns:
+        P(yes) per example for yes/no; otherwise the ``(n, K)`` matrix, each row divided by its
+        sum. The CSV rounds each probability to 6 decimals, so a row can sum to 1 ± K·5e-7,
+        beyond what evaluation accepts; dividing by the sum changes no prediction.
+    """
+    columns = probability_columns(labels)
+    if len(labels) == 2:
+        return predictions[columns[0]].to_numpy(dtype=np.float64)
+    matrix = predictions[columns].to_numpy(dtype=np.float64)
+    return matrix / matrix.sum(axis=1, keepdims=True)
 
 
 def trained_vs_base() -> tuple[str, ...]:
@@ -509,23 +542,42 @@ def plot_latency(test: Mapping[str, Mapping[str, Any]], methods: Sequence[str], 
     return fig
 
 
+def confusion_labels(confusion: Mapping[str, Mapping[str, int]]) -> tuple[str, ...]:
+    """The labels of a ``{gold: {pred: count}}`` confusion matrix in the order people read them (yes, no, maybe).
+
+    ``eval.json`` writes the matrix in column order (no, yes, ...); the figure shows the
+    positive class first, as every per-class table does.
+    """
+    keys = set(confusion)
+    return (*(label for label in DISPLAY_ORDER if label in keys), *sorted(keys - set(DISPLAY_ORDER)))
+
+
 @_styled
 def plot_confusion(
-    test: Mapping[str, Mapping[str, Any]], methods: Sequence[str], *, footer: str | None = None
+    test: Mapping[str, Mapping[str, Any]],
+    methods: Sequence[str],
+    *,
+    labels: Sequence[str] | None = None,
+    footer: str | None = None,
 ) -> Figure:
-    """Confusion-matrix heatmaps, one panel per method, with counts and row-normalised rates.
+    """Confusion-matrix heatmaps, one K×K panel per method, with counts and row-normalised rates.
 
     Args:
         test: ``eval.json["test"]``: per method ``confusion[gold][pred]`` counts.
         methods: Which methods to show, in display order.
+        labels: The task's labels in the order drawn (rows top to bottom, columns left to right);
+            None: those of the first method's matrix, in :func:`confusion_labels` order.
         footer: Text under the figure (the :class:`FigureContext` line); None for none.
 
     Returns:
         The figure: one panel per method (axes ``gid`` = ``panel:<method>``, frame in the
         method colour with ``gid`` = method) plus one colour bar.
     """
-    labels = ("yes", "no")
-    fig, axes = _panel_grid(len(methods), 4, 3.0, 2.9)
+    if labels is None:
+        labels = confusion_labels(test[methods[0]]["confusion"]) if methods else ("yes", "no")
+    k = len(labels)
+    # Room for K×K cells of "count\n(rate)": the binary panels keep their size, each further label adds some.
+    fig, axes = _panel_grid(len(methods), 4, 3.0 + 0.6 * (k - 2), 2.9 + 0.5 * (k - 2))
     image = None
     for ax, method in zip(axes, methods, strict=True):
         conf = test[method]["confusion"]
@@ -533,19 +585,19 @@ def plot_confusion(
         totals = counts.sum(axis=1, keepdims=True)
         rates = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
         image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-        for g in range(2):
-            for p in range(2):
+        for g in range(k):
+            for p in range(k):
                 ax.text(
                     p,
                     g,
                     f"{int(counts[g, p])}\n({rates[g, p]:.0%})",
                     ha="center",
                     va="center",
-                    fontsize=10,
+                    fontsize=10 if k == 2 else 9,
                     color="white" if rates[g, p] > 0.6 else "black",
                 )
-        ax.set_xticks([0, 1], labels)
-        ax.set_yticks([0, 1], labels)
+        ax.set_xticks(range(k), labels)
+        ax.set_yticks(range(k), labels)
         ax.set_xlabel("Predicted")
         ax.set_ylabel("Gold")
         ax.set_title(method_label(method))
@@ -732,16 +784,32 @@ def plot_coverage_accuracy(
     return fig
 
 
+def _bound(x: float) -> str:
+    """A bin edge for a title: ``0.5``, ``1``, or a fraction such as ``1/3`` where a decimal would not end."""
+    frac = Fraction(x).limit_denominator(12)
+    return f"{frac.numerator}/{frac.denominator}" if frac.denominator > 2 and math.isclose(frac, x) else f"{x:g}"
+
+
 @_styled
-def plot_reliability(predictions: Mapping[str, pd.DataFrame], bins: int, *, footer: str | None = None) -> Figure:
+def plot_reliability(
+    predictions: Mapping[str, pd.DataFrame],
+    bins: int,
+    *,
+    labels: Sequence[str] = BINARY.labels,
+    footer: str | None = None,
+) -> Figure:
     """Reliability diagrams: accuracy per confidence bin against the diagonal, one panel per method.
 
-    The bins are those of the reported ECE (:func:`pubmedqa_peft.evaluation.reliability_diagram`),
-    so the diagram and ``eval.json``'s ``ece`` describe the same numbers.
+    Confidence is the top probability, that of the predicted label, so it lies in [1/K, 1]
+    and so do the bins. They are those of the reported ECE
+    (:func:`pubmedqa_peft.evaluation.reliability_diagram`), so the diagram and ``eval.json``'s
+    ``ece`` describe the same numbers.
 
     Args:
-        predictions: Per method a DataFrame with ``label`` (gold) and ``p_yes``.
+        predictions: Per method a DataFrame with ``label`` (gold) and the probability columns
+            of :func:`probability_columns` (``p_yes``; ``p_no``, ``p_yes``, ``p_maybe``).
         bins: Number of equal-width confidence bins (``evaluate.calibration_bins``).
+        labels: The task's labels in column order.
         footer: Text under the figure (the :class:`FigureContext` line); None for none.
 
     Returns:
@@ -750,10 +818,11 @@ def plot_reliability(predictions: Mapping[str, pd.DataFrame], bins: int, *, foot
     """
     methods = list(predictions)
     fig, axes = _panel_grid(len(methods), 4, 3.4, 3.3)
-    span = (0.0, 1.0)
+    span = (1.0 / len(labels), 1.0)
     for ax, method in zip(axes, methods, strict=True):
         df = predictions[method]
-        table = pd.DataFrame(reliability_diagram(df["label"].tolist(), df["p_yes"].to_numpy(), bins))
+        gold, probs = df["label"].tolist(), probabilities(df, labels)
+        table = pd.DataFrame(reliability_diagram(gold, probs, bins, labels))
         span = (float(table["low"].min()), float(table["high"].max()))
         used = table[table["count"] > 0]
         color = method_color(method)
@@ -775,7 +844,7 @@ def plot_reliability(predictions: Mapping[str, pd.DataFrame], bins: int, *, foot
                 color=_text_color(color) if inside else "black",
             )
         ax.plot(used["confidence"], used["confidence"], ls="none", marker="_", ms=10, color="black")
-        ece = expected_calibration_error(df["label"].tolist(), df["p_yes"].to_numpy(), bins)
+        ece = expected_calibration_error(gold, probs, bins, labels)
         ax.set_xlim(*span)
         ax.set_ylim(0, 1.05)
         ax.set_title(f"{method_label(method)}\nECE = {ece:.3f}")
@@ -791,8 +860,8 @@ def plot_reliability(predictions: Mapping[str, pd.DataFrame], bins: int, *, foot
     fig.legend(handles=handles, loc="outside right center", frameon=False)
     _footer(fig, footer)
     fig.suptitle(
-        f"Reliability diagrams on the test split ({bins} equal-width confidence bins on [{span[0]:g}, {span[1]:g}]; "
-        "number in bar = examples)"
+        f"Reliability diagrams on the test split ({bins} equal-width confidence bins on "
+        f"[{_bound(span[0])}, {_bound(span[1])}]; number in bar = examples)"
     )
     return fig
 
@@ -893,6 +962,7 @@ def render_figures(
     out_dir: Path,
     train: Mapping[str, Mapping[str, Any]] | None = None,
     context: FigureContext | None = None,
+    labels: Sequence[str] = BINARY.labels,
 ) -> list[Path]:
     """Draw and save every figure of the plot stage.
 
@@ -907,6 +977,7 @@ def render_figures(
         out_dir: Where the PNGs go (``plots/figures``, under the project root).
         train: Per trained method its training metrics (peak memory); None for none.
         context: Model, seeds and training sizes for every figure's footer; None: model unknown.
+        labels: The task's labels in column order (``eval.json["labels"]``; yes/no where absent).
 
     Returns:
         The written files, in :data:`~pubmedqa_peft.paths.FIGURE_NAMES` order.
@@ -916,6 +987,7 @@ def render_figures(
     headline = [m for m in trained_vs_base() if m in test]
     shown = footprint_methods(test)
     trained = [m for m in order_methods(train or {}) if m in test]
+    shown_labels = [label for label in DISPLAY_ORDER if label in labels]
 
     def on_test(methods: Sequence[str]) -> str:
         return context.evaluation(_n(test, methods))
@@ -933,11 +1005,13 @@ def render_figures(
             {m: loss_curves[m] for m in order_methods(loss_curves)}, footer=context.training()
         ),
         "latency": lambda: plot_latency(test, every, footer=on_test(every)),
-        "confusion": lambda: plot_confusion(test, every, footer=on_test(every)),
+        "confusion": lambda: plot_confusion(test, every, labels=shown_labels, footer=on_test(every)),
         "coverage_accuracy": lambda: plot_coverage_accuracy(
             {m: coverage[m] for m in every}, test, tau, footer=on_test(every)
         ),
-        "reliability": lambda: plot_reliability({m: predictions[m] for m in every}, bins, footer=on_test(every)),
+        "reliability": lambda: plot_reliability(
+            {m: predictions[m] for m in every}, bins, labels=labels, footer=on_test(every)
+        ),
     }
     written = []
     for name in paths.FIGURE_NAMES:

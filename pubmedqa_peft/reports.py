@@ -23,18 +23,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pubmedqa_peft import paths
 from pubmedqa_peft.config import Params
 from pubmedqa_peft.files import read_jsonl, write_text
 from pubmedqa_peft.methods import registry
-from pubmedqa_peft.plotting import FigureContext, method_label, order_methods, render_figures, trained_vs_base
+from pubmedqa_peft.plotting import (
+    FigureContext,
+    method_label,
+    order_methods,
+    probability_columns,
+    render_figures,
+    trained_vs_base,
+)
 from pubmedqa_peft.stage import PipelineError
+from pubmedqa_peft.task import BINARY, Task
 
 log = logging.getLogger(__name__)
 
-ANSWERS = frozenset({"yes", "no"})
 _METRIC_KEYS = (
     "n",
     "accuracy",
@@ -48,7 +56,8 @@ _METRIC_KEYS = (
     "trainable_params",
     "total_params",
 )
-_PREDICTION_COLUMNS = ("id", "label", "p_yes", "prediction", "confidence")
+# Largest distance from 1 accepted for a row of K probabilities: the CSV rounds each to 6 decimals.
+_SUM_TOLERANCE = 1e-4
 _COVERAGE_COLUMNS = ("tau", "coverage", "selective_accuracy")
 _LOSS_COLUMNS = ("step", "loss")
 _TAU_HEADER = ("Method", "τ (from val)", "Val coverage", "Val selective acc.", "Test coverage", "Test selective acc.")
@@ -87,6 +96,11 @@ class PlotInputs:
     coverage: dict[str, pd.DataFrame]
     predictions: dict[str, pd.DataFrame]
     test_rows: dict[str, dict[str, Any]]
+
+    @property
+    def task(self) -> Task:
+        """The task the metrics are for: ``eval.json["labels"]``, yes/no where absent."""
+        return eval_task(self.eval)
 
     @property
     def test(self) -> dict[str, dict[str, Any]]:
@@ -141,6 +155,21 @@ def _read_table(root: Path, rel: Path, stage: str, columns: Sequence[str], sep: 
     return df
 
 
+def eval_task(data: Mapping[str, Any]) -> Task:
+    """The task of an ``eval.json``: its ``labels`` (column order), written for any task but yes/no.
+
+    Raises:
+        PipelineError: If ``labels`` is not a task's label set in column order.
+    """
+    labels = data.get("labels")
+    if labels is None:  # the binary task's file has no "labels", as before there were other tasks
+        return BINARY
+    try:
+        return Task(tuple(labels))
+    except (TypeError, ValueError) as err:
+        raise PipelineError(f"{paths.EVAL_METRICS}: 'labels' {labels!r}: {err}; rerun `dvc repro evaluate`") from None
+
+
 def _check_eval(data: dict[str, Any]) -> None:
     rel = paths.EVAL_METRICS
     test = data.get("test")
@@ -148,24 +177,50 @@ def _check_eval(data: dict[str, Any]) -> None:
         raise PipelineError(f"{rel}: no 'test' metrics; rerun `dvc repro evaluate`")
     if not isinstance(data.get("tau"), int | float):
         raise PipelineError(f"{rel}: 'tau' missing or not a number; rerun `dvc repro evaluate`")
+    task = eval_task(data)
     for method, metrics in test.items():
         missing = [k for k in _METRIC_KEYS if k not in metrics]
         if missing:
             raise PipelineError(f"{rel}: test.{method} lacks {', '.join(missing)}; rerun `dvc repro evaluate`")
+        # The figures draw one K×K matrix per method: every row and column must be one of the task's labels.
+        conf = metrics["confusion"]
+        if (
+            not isinstance(conf, dict)
+            or any(not isinstance(row, dict) or set(row) != set(task.labels) for row in conf.values())
+            or set(conf) != set(task.labels)
+        ):
+            raise PipelineError(
+                f"{rel}: test.{method}.confusion is not a matrix over the labels {list(task.display)}; "
+                "rerun `dvc repro evaluate`"
+            )
     if "base" not in test:
         raise PipelineError(f"{rel}: no 'base' method in test metrics; rerun `dvc repro evaluate`")
 
 
-def _check_predictions(method: str, df: pd.DataFrame, n: int, test_rows: Mapping[str, Any]) -> pd.DataFrame:
+def _prediction_columns(task: Task) -> tuple[str, ...]:
+    return ("id", "label", *probability_columns(task.labels), "prediction", "confidence")
+
+
+def _check_predictions(
+    method: str, df: pd.DataFrame, n: int, test_rows: Mapping[str, Any], task: Task = BINARY
+) -> pd.DataFrame:
     rel = paths.predictions_file(method)
     stale = "the evaluate outputs are out of date; rerun `dvc repro evaluate`"
     if len(df) != n:
         raise PipelineError(f"{rel}: {len(df)} rows but {paths.EVAL_METRICS} says n = {n} for {method}; {stale}")
     for col in ("label", "prediction"):
-        bad = ~df[col].isin(ANSWERS)
+        bad = ~df[col].isin(task.labels)
         if bad.any():
             i = int(bad.to_numpy().nonzero()[0][0])
-            raise PipelineError(f"{rel}: id {df['id'].iloc[i]}: {col} {df[col].iloc[i]!r} is not yes or no")
+            raise PipelineError(f"{rel}: id {df['id'].iloc[i]}: {col} {df[col].iloc[i]!r} is not {task.answers_phrase}")
+    columns = probability_columns(task.labels)
+    probs = df[columns].to_numpy(dtype=float)
+    outside = (probs < 0) | (probs > 1)
+    off = np.abs(probs.sum(axis=1) - 1) > _SUM_TOLERANCE if len(columns) > 1 else np.zeros(len(df), dtype=bool)
+    if outside.any() or off.any():
+        i = int(np.flatnonzero(outside.any(axis=1) | off)[0])
+        what = "a probability outside [0, 1]" if outside[i].any() else f"probabilities summing to {probs[i].sum():.6g}"
+        raise PipelineError(f"{rel}: id {df['id'].iloc[i]}: {what}; {stale}")
     unknown = sorted(set(df["id"]) - set(test_rows))
     if unknown:
         test_file = paths.split_file("test")
@@ -176,6 +231,18 @@ def _check_predictions(method: str, df: pd.DataFrame, n: int, test_rows: Mapping
     if len(wrong_gold):
         raise PipelineError(f"{rel}: id {wrong_gold['id'].iloc[0]}: label differs from the test split; {stale}")
     return df.sort_values("id", kind="stable").reset_index(drop=True)
+
+
+def _check_coverage(method: str, df: pd.DataFrame, task: Task) -> pd.DataFrame:
+    """Refuse a τ sweep made for another task: it starts at 1/K, where every question is answered."""
+    first = float(df["tau"].min()) if len(df) else math.nan
+    # Written with 2 decimals (0.33 for 1/3).
+    if not abs(first - 1 / task.k) <= 0.006:
+        raise PipelineError(
+            f"{paths.coverage_file(method)}: the τ sweep starts at {first:.2f}, not at 1/{task.k} as the "
+            f"{task.k}-label task's does; the evaluate outputs are out of date; rerun `dvc repro evaluate`"
+        )
+    return df
 
 
 def load_plot_inputs(root: Path = Path(".")) -> PlotInputs:
@@ -193,7 +260,7 @@ def load_plot_inputs(root: Path = Path(".")) -> PlotInputs:
     """
     data = _read_json(root, paths.EVAL_METRICS, "evaluate")
     _check_eval(data)
-    test = data["test"]
+    test, task = data["test"], eval_task(data)
     test_file = paths.split_file("test")
     try:
         rows = read_jsonl(_require(root, test_file, "split"))
@@ -202,9 +269,10 @@ def load_plot_inputs(root: Path = Path(".")) -> PlotInputs:
     test_rows = {str(r.get("id")): r for r in rows}
     predictions, coverage = {}, {}
     for method in order_methods(test):
-        df = _read_table(root, paths.predictions_file(method), "evaluate", _PREDICTION_COLUMNS)
-        predictions[method] = _check_predictions(method, df, int(test[method]["n"]), test_rows)
-        coverage[method] = _read_table(root, paths.coverage_file(method), "evaluate", _COVERAGE_COLUMNS)
+        df = _read_table(root, paths.predictions_file(method), "evaluate", _prediction_columns(task))
+        predictions[method] = _check_predictions(method, df, int(test[method]["n"]), test_rows, task)
+        df = _read_table(root, paths.coverage_file(method), "evaluate", _COVERAGE_COLUMNS)
+        coverage[method] = _check_coverage(method, df, task)
     train, losses = {}, {}
     for method in (m for m in registry.names() if m in test):
         stage = f"train_{method}"
@@ -376,7 +444,7 @@ def summary_markdown(inputs: PlotInputs, bins: int, figures: Mapping[str, Path])
     Returns:
         Markdown: metrics table, training table, tau-target table, figure links, provenance.
     """
-    test = inputs.test
+    test, task = inputs.test, inputs.task
     methods = order_methods(test)
     tau = inputs.eval["tau"]
     best = {k: max(m[k] for m in test.values()) for k in ("accuracy", "macro_f1")}
@@ -388,7 +456,7 @@ def summary_markdown(inputs: PlotInputs, bins: int, figures: Mapping[str, Path])
         f"Coverage @ τ={tau:.2f}",
         f"Selective acc. @ τ={tau:.2f}",
         "ECE",
-        "ROC AUC",
+        "ROC AUC" if task.binary else "ROC AUC (one-vs-rest macro)",
         "Trainable / total params (%)",
         "Latency median / p90 (ms)",
         "Throughput (ex/s)",
@@ -399,6 +467,7 @@ def summary_markdown(inputs: PlotInputs, bins: int, figures: Mapping[str, Path])
         "",
         _provenance_line(inputs, bins),
         "",
+        *([] if task.binary else [_task_line(inputs), ""]),
         "## Test metrics, all methods",
         "",
         "Best accuracy and macro-F1 in **bold**. CIs are 95% bootstrap intervals; McNemar's exact test compares each "
@@ -411,6 +480,8 @@ def summary_markdown(inputs: PlotInputs, bins: int, figures: Mapping[str, Path])
         "Methods: " + "; ".join(f"`{m}` = {method_label(m)}" for m in methods) + ".",
         "",
     ]
+    if not task.binary:
+        out += _per_class_section(inputs, methods)
     if inputs.train:
         out += ["## Training cost of the PEFT methods", "", _training_table(inputs), ""]
     target = inputs.eval.get("target_accuracy")
@@ -431,6 +502,52 @@ def summary_markdown(inputs: PlotInputs, bins: int, figures: Mapping[str, Path])
         out.append(f"- [{_FIGURE_TITLES.get(name, name)}]({rel})")
     out += ["", "Per-example answers: [examples.md](examples.md).", ""]
     return "\n".join(out)
+
+
+def _gold_counts(inputs: PlotInputs) -> dict[str, int]:
+    """Test questions per gold label, in display order."""
+    labels = [row.get("label") for row in inputs.test_rows.values()]
+    return {label: labels.count(label) for label in inputs.task.display}
+
+
+def _task_line(inputs: PlotInputs) -> str:
+    """What a K-label summary's numbers mean (the binary summary needs no such line)."""
+    task = inputs.task
+    gold = ", ".join(f"{label} {n}" for label, n in _gold_counts(inputs).items())
+    return (
+        f"Task: {task.k} answers ({task.answers_phrase}); test questions by gold answer: {gold}. Macro-F1 is the "
+        f"mean F1 of the {task.k} classes; confidence is the top probability (that of the predicted answer, "
+        f"from 1/{task.k}), which ECE, coverage and τ use; ROC AUC is the one-vs-rest mean over the classes."
+    )
+
+
+def _per_class_section(inputs: PlotInputs, methods: Sequence[str]) -> list[str]:
+    """Precision and recall of every class per method, from ``eval.json``; the counts from its confusion matrix."""
+    labels = inputs.task.display
+    header = ["Method", *(f"{label} {what}" for label in labels for what in ("precision", "recall", "predicted"))]
+    rows = []
+    for method in methods:
+        m = inputs.test[method]
+        conf = m["confusion"]
+        row = [f"`{method}`"]
+        for label in labels:
+            predicted = sum(conf[gold][label] for gold in conf)
+            row += [
+                _num((m.get("precision") or {}).get(label)),
+                _num((m.get("recall") or {}).get(label)),
+                str(predicted),
+            ]
+        rows.append(row)
+    return [
+        "## Per-class precision and recall (test)",
+        "",
+        "Precision: the share of a method's answers of that class that are right; recall: the share of the "
+        "questions of that class answered with it; predicted: how many times the method gave that answer "
+        "(see the confusion matrices figure for the full matrices).",
+        "",
+        _table(header, rows, [False] + [True] * (len(header) - 1)),
+        "",
+    ]
 
 
 def _training_table(inputs: PlotInputs) -> str:
@@ -628,6 +745,7 @@ def run_plot_stage(params: Params, root: Path = Path(".")) -> list[Path]:
         out_dir=root / paths.FIGURES_DIR,
         train=inputs.train,
         context=figure_context(inputs),
+        labels=inputs.task.labels,
     )
     rel_figures = {name: paths.figure_file(name) for name in paths.FIGURE_NAMES}
     write_text(root / paths.SUMMARY_REPORT, summary_markdown(inputs, bins, rel_figures))

@@ -1,13 +1,14 @@
 """Stage plot: comparison figures and Markdown reports from the train and evaluate outputs.
 
 Inputs:
-    metrics/eval.json (test metrics of every method, tau, provenance),
-    metrics/train/<method>.json for prompt, prefix, lora (training cost),
+    metrics/eval.json (test metrics of every method, tau, provenance; ``labels`` for a task
+    other than yes/no, which every figure and report then shows K classes of),
+    metrics/train/<method>.json for each trained method (training cost),
     plots/train/<method>/metrics/{train,eval}/loss.tsv (DVCLive loss curves),
-    plots/eval/predictions/<method>.csv (per-example test predictions),
-    plots/eval/coverage/<method>.csv (tau sweep), data/splits/test.jsonl (questions, contexts).
+    plots/eval/predictions/<method>.csv (per-example test predictions: p_yes, or p_<label> per label),
+    plots/eval/coverage/<method>.csv (tau sweep from 1/K), data/splits/test.jsonl (questions, contexts).
 Outputs:
-    plots/figures/{accuracy_macro_f1,all_methods,footprint,loss_curves,latency,confusion,
+    plots/figures/{accuracy_macro_f1,all_methods,footprint,cost_benefit,loss_curves,latency,confusion,
     coverage_accuracy,reliability}.png, reports/summary.md, reports/examples.md.
 Params:
     plot.examples_per_method, plot.context_chars, plot.dpi, evaluate.calibration_bins.

@@ -4,6 +4,10 @@ The plot stage is developed and tested against these files, written exactly as
 ``notes/outputs_schema.md`` describes them: ``metrics/eval.json``, ``metrics/train/<m>.json``,
 the DVCLive loss TSVs, the per-example prediction and coverage CSVs and ``data/splits/test.jsonl``.
 Every number derives from seeded random predictions, so the metrics agree with the CSVs.
+
+``labels`` picks the task: yes/no (the default, files as the binary evaluate writes them) or
+``THREE_LABELS.labels`` (yes/no/maybe: ``eval.json`` names its ``labels``, the predictions have
+one probability column per label, the τ sweep starts at 1/3).
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from typing import Any
 import numpy as np
 from scipy.stats import binomtest
 
-from pubmedqa_peft import paths
+from pubmedqa_peft import evaluation, paths
 from pubmedqa_peft.evaluation import expected_calibration_error
+from pubmedqa_peft.task import BINARY
 
 TRAINED = ("prompt", "prefix", "lora")
 MODEL = "google/flan-t5-small"
@@ -46,11 +51,21 @@ def _text(rng: np.random.Generator, n_words: int) -> str:
     return " ".join(rng.choice(WORDS, size=n_words)).capitalize()
 
 
-def _test_rows(rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
+# Gold shares of the three-label fake, roughly the official test set's (yes 276 / no 169 / maybe 55 of 500).
+THREE_LABEL_SHARES = {"yes": 0.55, "no": 0.34, "maybe": 0.11}
+
+
+def _draw_label(u: float, labels: tuple[str, ...]) -> str:
+    if len(labels) == 2:
+        return "yes" if u < 0.6 else "no"
+    return "yes" if u < 0.55 else "no" if u < 0.89 else "maybe"
+
+
+def _test_rows(rng: np.random.Generator, n: int, labels: tuple[str, ...] = BINARY.labels) -> list[dict[str, Any]]:
     ids = sorted({str(x) for x in rng.integers(10_000_000, 29_999_999, size=n * 2)})[:n]
     rows = []
     for i, pmid in enumerate(ids):
-        label = "yes" if rng.random() < 0.6 else "no"
+        label = _draw_label(rng.random(), labels)
         question = _text(rng, int(rng.integers(6, 16))) + "?"
         if i == 0:
             question = "Does a | pipe survive the markdown table?"
@@ -77,9 +92,81 @@ def _p_yes(rng: np.random.Generator, method: str, gold: np.ndarray) -> np.ndarra
     return np.round(1 / (1 + np.exp(-logits)), 4)
 
 
+def _probs(rng: np.random.Generator, method: str, gold: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
+    """P(yes) for yes/no; otherwise an ``(n, K)`` matrix in 4 decimals whose rows sum to exactly 1 in decimal."""
+    if len(labels) == 2:
+        return _p_yes(rng, method, gold)
+    k = len(labels)
+    if method == "majority":  # each label's training share, the same for every question
+        return np.tile([THREE_LABEL_SHARES[label] for label in labels], (len(gold), 1))
+    fewshot = method.removeprefix("fewshot_k")
+    skill = 0.5 + 0.1 * int(fewshot) if fewshot.isdigit() else SKILL[method]
+    # A lean towards yes, the commonest answer, as real models have.
+    lean = np.array([0.3 if label == "yes" else 0.0 for label in labels])
+    logits = 1.3 * skill * np.eye(k)[gold] + lean + rng.normal(0.0, 1.0, size=(len(gold), k))
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    # In units of 1e-4, the last column taking the rounding remainder: written with 4 decimals,
+    # the CSV's probabilities are exactly those the metrics were computed from.
+    units = np.round(exp / exp.sum(axis=1, keepdims=True) * 10_000)
+    units[:, -1] = 10_000 - units[:, :-1].sum(axis=1)
+    return units / 10_000
+
+
+def _classification_k(
+    gold: np.ndarray, probs: np.ndarray, rng: np.random.Generator, bins: int, labels: tuple[str, ...]
+) -> dict[str, Any]:
+    """The metrics of the K-label task, from :mod:`pubmedqa_peft.evaluation` (CIs faked as for yes/no)."""
+    acc = evaluation.accuracy(gold, probs, labels)
+    f1 = evaluation.macro_f1(gold, probs, labels)
+    selective = evaluation.selective(gold, probs, 0.7, labels)
+    return {
+        **_scores(len(gold), acc, f1, rng),
+        **evaluation.precision_recall(gold, probs, labels),
+        "confusion": evaluation.confusion(gold, probs, labels),
+        "roc_auc": evaluation.roc_auc(gold, probs, labels),
+        "ece": expected_calibration_error(gold, probs, bins, labels),
+        "coverage": selective["coverage"],
+        "selective_accuracy": selective["selective_accuracy"],
+    }
+
+
+def _coverage_rows_k(gold: np.ndarray, probs: np.ndarray, labels: tuple[str, ...]) -> list[list[str]]:
+    rows = []
+    for point in evaluation.coverage_curve(gold, probs, 0.01, labels):
+        sel = "" if point["selective_accuracy"] is None else f"{point['selective_accuracy']:.4f}"
+        rows.append([f"{point['tau']:.2f}", f"{point['coverage']:.4f}", sel])
+    return rows
+
+
+def _prediction_rows(rows: list[dict[str, Any]], probs: np.ndarray, labels: tuple[str, ...]) -> list[list[str]]:
+    if len(labels) == 2:
+        pred = np.where(probs > 0.5, "yes", "no")
+        conf = np.maximum(probs, 1 - probs)
+        return [
+            [r["id"], r["label"], f"{p:.4f}", y, f"{c:.4f}"] for r, p, y, c in zip(rows, probs, pred, conf, strict=True)
+        ]
+    pred, conf = evaluation.predict(probs), evaluation.confidence(probs)
+    return [
+        [r["id"], r["label"], *(f"{v:.4f}" for v in p), labels[y], f"{c:.4f}"]
+        for r, p, y, c in zip(rows, probs, pred, conf, strict=True)
+    ]
+
+
 def _confusion(gold: np.ndarray, pred: np.ndarray) -> dict[str, dict[str, int]]:
     names = {1: "yes", 0: "no"}
     return {names[g]: {names[p]: int(np.sum((gold == g) & (pred == p))) for p in (1, 0)} for g in (1, 0)}
+
+
+def _scores(n: int, acc: float, f1: float, rng: np.random.Generator) -> dict[str, Any]:
+    """Accuracy and macro-F1 with fake 95% CIs of a random half-width (one draw of ``rng``)."""
+    half = 0.08 + 0.02 * rng.random()
+    return {
+        "n": n,
+        "accuracy": acc,
+        "accuracy_ci": {"low": max(acc - half, 0.0), "high": min(acc + half, 1.0)},
+        "macro_f1": f1,
+        "macro_f1_ci": {"low": max(f1 - half, 0.0), "high": min(f1 + half, 1.0)},
+    }
 
 
 def _classification(gold: np.ndarray, p_yes: np.ndarray, rng: np.random.Generator, bins: int) -> dict[str, Any]:
@@ -93,15 +180,10 @@ def _classification(gold: np.ndarray, p_yes: np.ndarray, rng: np.random.Generato
         prec[name], rec[name] = p, r
         f1s.append(0.0 if p + r == 0 else 2 * p * r / (p + r))
     f1 = float(np.mean(f1s))
-    half = 0.08 + 0.02 * rng.random()
     conf = np.maximum(p_yes, 1 - p_yes)
     covered = conf >= 0.7
     return {
-        "n": len(gold),
-        "accuracy": acc,
-        "accuracy_ci": {"low": max(acc - half, 0.0), "high": min(acc + half, 1.0)},
-        "macro_f1": f1,
-        "macro_f1_ci": {"low": max(f1 - half, 0.0), "high": min(f1 + half, 1.0)},
+        **_scores(len(gold), acc, f1, rng),
         "precision": prec,
         "recall": rec,
         "confusion": _confusion(gold, pred),
@@ -153,7 +235,12 @@ def _write_losses(root: Path, method: str, rng: np.random.Generator, steps: int,
 
 
 def write_fake_workspace(
-    root: Path, n_test: int = 89, seed: int = 0, fewshot_k: tuple[int, ...] = (3, 5), bins: int = 10
+    root: Path,
+    n_test: int = 89,
+    seed: int = 0,
+    fewshot_k: tuple[int, ...] = (3, 5),
+    bins: int = 10,
+    labels: tuple[str, ...] = BINARY.labels,
 ) -> dict:
     """Write every input of the plot stage under ``root``.
 
@@ -163,15 +250,18 @@ def write_fake_workspace(
         seed: Seed of all the random numbers.
         fewshot_k: The few-shot baselines to fake.
         bins: Calibration bins of the ECE written to eval.json.
+        labels: The task's labels in column order (``BINARY.labels`` or ``THREE_LABELS.labels``).
 
     Returns:
         The parsed ``eval.json`` that was written.
     """
+    binary = len(labels) == 2
     rng = np.random.default_rng(seed)
-    rows = _test_rows(rng, n_test)
+    rows = _test_rows(rng, n_test, labels)
     (root / paths.SPLITS_DIR).mkdir(parents=True, exist_ok=True)
     (root / paths.split_file("test")).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    gold = np.array([r["label"] == "yes" for r in rows], dtype=int)
+    # Column indices; for yes/no that is yes = 1, no = 0.
+    gold = np.array([labels.index(r["label"]) for r in rows], dtype=int)
     methods = fake_methods(fewshot_k)
     provenance = {
         "config": {
@@ -186,30 +276,31 @@ def write_fake_workspace(
         **provenance,
         "config": {"model": {"name": MODEL}, "train": {"epochs": 3, "batch_size": 8, "seed": SEED}},
     }
+    columns = ["p_yes"] if binary else [f"p_{label}" for label in labels]
     test, val = {}, {}
-    preds = {method: _p_yes(rng, method, gold) for method in methods}
+    preds = {method: _probs(rng, method, gold, labels) for method in methods}
     for method in methods:
-        p_yes = preds[method]
-        pred = np.where(p_yes > 0.5, "yes", "no")
-        conf = np.maximum(p_yes, 1 - p_yes)
+        probs = preds[method]
         _write_csv(
             root / paths.predictions_file(method),
-            ["id", "label", "p_yes", "prediction", "confidence"],
-            [
-                [r["id"], r["label"], f"{p:.4f}", y, f"{c:.4f}"]
-                for r, p, y, c in zip(rows, p_yes, pred, conf, strict=True)
-            ],
+            ["id", "label", *columns, "prediction", "confidence"],
+            _prediction_rows(rows, probs, labels),
         )
-        _write_csv(
-            root / paths.coverage_file(method), ["tau", "coverage", "selective_accuracy"], _coverage_rows(gold, p_yes)
-        )
-        metrics = _classification(gold, p_yes, rng, bins)
-        val[method] = _classification(gold[: n_test // 2], _p_yes(rng, method, gold[: n_test // 2]), rng, bins)
+        curve = _coverage_rows(gold, probs) if binary else _coverage_rows_k(gold, probs, labels)
+        _write_csv(root / paths.coverage_file(method), ["tau", "coverage", "selective_accuracy"], curve)
+        half = n_test // 2
+        if binary:
+            metrics = _classification(gold, probs, rng, bins)
+            val[method] = _classification(gold[:half], _p_yes(rng, method, gold[:half]), rng, bins)
+        else:
+            metrics = _classification_k(gold, probs, rng, bins, labels)
+            val_probs = _probs(rng, method, gold[:half], labels)
+            val[method] = _classification_k(gold[:half], val_probs, rng, bins, labels)
         if method == "base":
             mcnemar = None
         else:
-            base_right = (preds["base"] > 0.5) == gold
-            right = (p_yes > 0.5) == gold
+            base_right = evaluation.predict(preds["base"]) == gold
+            right = evaluation.predict(probs) == gold
             b, c = int(np.sum(base_right & ~right)), int(np.sum(~base_right & right))
             mcnemar = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
         # Few-shot prompts grow with K, and so does their latency.
@@ -232,7 +323,10 @@ def write_fake_workspace(
                 "test_selective_accuracy": None if method == "majority" else 0.78,
             },
         }
-    eval_json = {"test": test, "val": val, "tau": 0.7, "target_accuracy": 0.8, "provenance": provenance}
+    eval_json: dict[str, Any] = {"test": test, "val": val, "tau": 0.7, "target_accuracy": 0.8}
+    if not binary:  # as evaluate writes it: only a task other than yes/no names its labels
+        eval_json["labels"] = list(labels)
+    eval_json["provenance"] = provenance
     (root / paths.METRICS_DIR).mkdir(parents=True, exist_ok=True)
     (root / paths.EVAL_METRICS).write_text(json.dumps(eval_json, indent=2), encoding="utf-8")
     for i, method in enumerate(TRAINED):

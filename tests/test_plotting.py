@@ -20,6 +20,7 @@ from matplotlib.spines import Spine
 from pubmedqa_peft import paths, plotting
 from pubmedqa_peft.config import Params
 from pubmedqa_peft.reports import load_plot_inputs, run_plot_stage
+from pubmedqa_peft.task import THREE_LABELS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 METHODS = fake_methods()
@@ -415,3 +416,110 @@ def test_context_line_names_both_seeds_only_when_they_differ() -> None:
     assert "train seed 42, evaluate seed 7" in _plain(both.evaluation("89"))
     assert _plain(both.training()) == "model: m · train split, n = 712 · seed 42"
     assert _plain(plotting.FigureContext().evaluation("89")) == "model: unknown model · test split, n = 89"
+
+
+# --- the three-label task (yes/no/maybe) ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def inputs3(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("ws3")
+    write_fake_workspace(root, labels=THREE_LABELS.labels)
+    return load_plot_inputs(root)
+
+
+@pytest.fixture(scope="module")
+def figures3(inputs3, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Figure]:
+    """Every figure of the three-label workspace as render_figures builds it (drawn, not encoded as PNG)."""
+    built: dict[str, Figure] = {}
+
+    def keep(fig: Figure, target: Path | str, dpi: int) -> Path:
+        built[Path(target).stem] = fig
+        return Path(target)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plotting, "save_figure", keep)
+        plotting.render_figures(
+            inputs3.test,
+            inputs3.losses,
+            inputs3.coverage,
+            inputs3.predictions,
+            tau=inputs3.eval["tau"],
+            bins=10,
+            dpi=50,
+            out_dir=tmp_path_factory.mktemp("figs3"),
+            train=inputs3.train,
+            labels=inputs3.task.labels,
+        )
+    return built
+
+
+def test_confusion_labels_are_shown_yes_first_whatever_the_file_order() -> None:
+    assert plotting.confusion_labels({"no": {}, "yes": {}}) == ("yes", "no")
+    assert plotting.confusion_labels({"no": {}, "yes": {}, "maybe": {}}) == ("yes", "no", "maybe")
+
+
+@pytest.mark.parametrize("given", [True, False], ids=["labels-given", "labels-from-the-matrix"])
+def test_three_label_confusion_has_a_3x3_panel_per_method(figures3, inputs3, given: bool) -> None:
+    every = plotting.order_methods(inputs3.test)
+    fig = figures3["confusion"] if given else plotting.plot_confusion(inputs3.test, every)
+    panels = _panels(fig)
+    assert [ax.get_gid() for ax in panels] == [f"panel:{m}" for m in every]
+    shown = ["yes", "no", "maybe"]
+    for ax in panels:
+        method = ax.get_gid().removeprefix("panel:")
+        conf = inputs3.test[method]["confusion"]
+        assert [t.get_text() for t in ax.get_xticklabels()] == shown
+        assert [t.get_text() for t in ax.get_yticklabels()] == shown
+        assert len(ax.texts) == 9
+        # Each cell's count sits at (predicted column, gold row) of the display order.
+        for text in ax.texts:
+            x, y = text.get_position()
+            assert int(text.get_text().split("\n")[0]) == conf[shown[round(y)]][shown[round(x)]], (method, x, y)
+        assert sum(int(t.get_text().split("\n")[0]) for t in ax.texts) == inputs3.test[method]["n"]
+
+
+def test_three_label_reliability_bins_the_top_probability_from_one_third(figures3, inputs3) -> None:
+    fig = figures3["reliability"]
+    edges = np.linspace(1 / 3, 1, 11)
+    assert "[1/3, 1]" in fig.get_suptitle()
+    for ax in _panels(fig):
+        method = ax.get_gid().removeprefix("panel:")
+        assert ax.get_xlim() == pytest.approx((1 / 3, 1))
+        bars = _artists(fig, method)
+        assert bars
+        for bar in bars:
+            assert bar.get_width() == pytest.approx(2 / 30)
+            assert np.min(np.abs(edges - bar.get_x())) == pytest.approx(0, abs=1e-9)
+        assert sum(int(t.get_text()) for t in ax.texts) == inputs3.test[method]["n"]
+        assert f"ECE = {inputs3.test[method]['ece']:.3f}" in ax.get_title()
+
+
+def test_three_label_reliability_by_hand() -> None:
+    df = pd.DataFrame(
+        {
+            "label": ["yes", "maybe", "no", "maybe"],
+            # Rounded as the CSV writes them: the last row sums to 1.000002, and still counts.
+            "p_no": [0.30, 0.36, 0.123457, 0.02],
+            "p_yes": [0.35, 0.30, 0.123457, 0.03],
+            "p_maybe": [0.35, 0.34, 0.753088, 0.95],
+        }
+    )
+    fig = plotting.plot_reliability({"lora": df}, 10, labels=THREE_LABELS.labels)
+    bars = sorted(_artists(fig, "lora"), key=lambda b: b.get_x())
+    # [1/3, 0.4): yes (tie with maybe: the earlier column) right at 0.35, no wrong at 0.36 -> 0.5;
+    # [0.733, 0.8): maybe for a gold no -> 0.0; [0.933, 1]: maybe at 0.95, right -> 1.0.
+    assert [b.get_height() for b in bars] == [0.5, 0.0, 1.0]
+    assert [b.get_x() for b in bars] == pytest.approx([1 / 3, 1 / 3 + 6 * 2 / 30, 1 / 3 + 9 * 2 / 30])
+    assert [int(t.get_text()) for t in sorted(fig.axes[0].texts, key=lambda t: t.get_position()[0])] == [2, 1, 1]
+
+
+def test_three_label_figures_all_draw_every_method(figures3, inputs3) -> None:
+    assert set(figures3) == set(paths.FIGURE_NAMES)
+    every = set(inputs3.test)
+    for name in ("all_methods", "latency", "confusion", "coverage_accuracy", "reliability"):
+        drawn = {a.get_gid() for a in figures3[name].findobj(lambda a: a.get_gid() in every)}
+        assert drawn == every, name
+    # The τ sweep of the three-label task starts at 1/3: every method answers everything there.
+    for curve in inputs3.coverage.values():
+        assert curve["tau"].iloc[0] == pytest.approx(0.33) and curve["coverage"].iloc[0] == 1.0

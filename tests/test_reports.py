@@ -10,14 +10,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from fake_outputs import MODEL, SEED, TRAIN_EXAMPLES, VAL_EXAMPLES, fake_methods, write_fake_workspace
 
-from pubmedqa_peft import paths, reports
+from pubmedqa_peft import paths, plotting, reports
 from pubmedqa_peft.config import Params
+from pubmedqa_peft.files import read_jsonl
 from pubmedqa_peft.plotting import FigureContext
 from pubmedqa_peft.stage import PipelineError
+from pubmedqa_peft.task import BINARY, THREE_LABELS
 
 PROJECT = Path(__file__).resolve().parents[1]
 METHODS = fake_methods()
@@ -288,3 +291,178 @@ def test_training_table_shows_each_method_size_on_disk(inputs) -> None:
         row = next(line for line in table.splitlines() if line.startswith(f"| `{method}`"))
         size = inputs.train[method]["size_on_disk_bytes"]
         assert row.rstrip(" |").endswith(f"{size / 1e3:.3g} KB")
+
+
+# --- the three-label task (yes/no/maybe) ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def workspace3(tmp_path: Path) -> Path:
+    write_fake_workspace(tmp_path, labels=THREE_LABELS.labels)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def inputs3(tmp_path_factory: pytest.TempPathFactory) -> reports.PlotInputs:
+    root = tmp_path_factory.mktemp("ws3")
+    write_fake_workspace(root, labels=THREE_LABELS.labels)
+    return reports.load_plot_inputs(root)
+
+
+def test_the_task_comes_from_eval_json(inputs, inputs3) -> None:
+    assert inputs.task == BINARY and "labels" not in inputs.eval
+    assert inputs3.task == THREE_LABELS
+    for df in inputs3.predictions.values():
+        assert {"p_no", "p_yes", "p_maybe"} <= set(df.columns)
+    answers = pd.concat([df["prediction"] for df in inputs3.predictions.values()])
+    assert set(answers) == {"yes", "no", "maybe"}  # a maybe answer is accepted, not refused
+
+
+def _edit_predictions(root: Path, method: str, row: int, **cells: str) -> str:
+    """Overwrite cells of one row of a method's predictions CSV; returns that row's id."""
+    path = root / paths.predictions_file(method)
+    df = pd.read_csv(path, dtype=str)
+    for column, value in cells.items():
+        df.loc[row, column] = value
+    df.to_csv(path, index=False)
+    return df.loc[row, "id"]
+
+
+def _from_binary(root: Path, rel: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Replace ``rel`` under ``root`` by the file a binary (yes/no) evaluate writes."""
+    binary = tmp_path_factory.mktemp("binary")
+    write_fake_workspace(binary)
+    shutil.copy(binary / rel, root / rel)
+
+
+@pytest.mark.parametrize(
+    ("labels", "method", "cells", "message"),
+    [
+        (THREE_LABELS.labels, "prompt", {"prediction": "perhaps"}, "prediction 'perhaps' is not yes, no or maybe"),
+        (THREE_LABELS.labels, "lora", {"p_maybe": "0.9999"}, r"probabilities summing to 1\.\d+"),
+        (BINARY.labels, "base", {"p_yes": "1.5"}, r"a probability outside \[0, 1\]"),
+    ],
+    ids=["maybe-task-unknown-answer", "maybe-task-sum", "binary-range"],
+)
+def test_a_bad_prediction_names_the_file_and_the_id(
+    tmp_path: Path, labels: tuple[str, ...], method: str, cells: dict[str, str], message: str
+) -> None:
+    write_fake_workspace(tmp_path, labels=labels)
+    pmid = _edit_predictions(tmp_path, method, 3, **cells)
+    with pytest.raises(PipelineError, match=rf"{method}.csv: id {pmid}: {message}"):
+        reports.load_plot_inputs(tmp_path)
+
+
+def test_probabilities_rounded_as_evaluate_writes_them_are_accepted(workspace3: Path) -> None:
+    # Six decimals each: a row may sum to 1.000002.
+    _edit_predictions(workspace3, "lora", 0, p_no="0.123457", p_yes="0.123457", p_maybe="0.753088")
+    assert reports.load_plot_inputs(workspace3).predictions["lora"]["p_maybe"].max() > 0
+
+
+@pytest.mark.parametrize(
+    ("rel", "message"),
+    [
+        (paths.predictions_file("lora"), r"lora.csv: missing column\(s\) p_no, p_maybe"),
+        (paths.coverage_file("prefix"), r"prefix.csv: the τ sweep starts at 0.50, not at 1/3"),
+    ],
+)
+def test_a_binary_evaluate_file_beside_a_three_label_eval_json_is_refused(
+    workspace3: Path, tmp_path_factory: pytest.TempPathFactory, rel: Path, message: str
+) -> None:
+    _from_binary(workspace3, rel, tmp_path_factory)
+    with pytest.raises(PipelineError, match=message):
+        reports.load_plot_inputs(workspace3)
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (["yes", "no", "maybe"], "not in column order"),
+        (["yes", "maybe"], "must be \\[yes, no\\] or \\[yes, no, maybe\\]"),
+        ("maybe", "must be"),
+    ],
+)
+def test_eval_json_labels_must_be_a_task_in_column_order(workspace3: Path, labels, message: str) -> None:
+    path = workspace3 / paths.EVAL_METRICS
+    data = json.loads(path.read_text())
+    data["labels"] = labels
+    path.write_text(json.dumps(data))
+    with pytest.raises(PipelineError, match=rf"metrics/eval.json: 'labels' .*{message}.*dvc repro evaluate"):
+        reports.load_plot_inputs(workspace3)
+
+
+def test_a_confusion_matrix_of_the_other_task_is_refused(workspace3: Path) -> None:
+    path = workspace3 / paths.EVAL_METRICS
+    data = json.loads(path.read_text())
+    data["test"]["lora"]["confusion"] = {g: {p: 1 for p in ("no", "yes")} for g in ("no", "yes")}
+    path.write_text(json.dumps(data))
+    with pytest.raises(
+        PipelineError, match=r"test.lora.confusion is not a matrix over the labels \['yes', 'no', 'maybe'\]"
+    ):
+        reports.load_plot_inputs(workspace3)
+
+
+def test_three_label_summary_has_per_class_rows_for_every_method(inputs3) -> None:
+    text = reports.summary_markdown(inputs3, 10, FIGURES)
+    header = next(line for line in text.splitlines() if line.startswith("| Method | yes precision"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    expected = [f"{label} {what}" for label in ("yes", "no", "maybe") for what in ("precision", "recall", "predicted")]
+    assert columns == ["Method", *expected]
+    for method in METHODS:
+        m = inputs3.test[method]
+        rows = _table_rows(text, f"`{method}`")
+        per_class = next(r for r in rows if len(r) == len(columns))
+        cells = dict(zip(columns, per_class, strict=True))
+        for label in ("yes", "no", "maybe"):
+            assert cells[f"{label} precision"] == f"{m['precision'][label]:.3f}", (method, label)
+            assert cells[f"{label} recall"] == f"{m['recall'][label]:.3f}", (method, label)
+            predicted = sum(row[label] for row in m["confusion"].values())
+            assert cells[f"{label} predicted"] == str(predicted), (method, label)
+    # The gold counts and what the K-label numbers mean, once.
+    gold = pd.Series([r["label"] for r in inputs3.test_rows.values()]).value_counts()
+    assert f"yes {gold['yes']}, no {gold['no']}, maybe {gold['maybe']}" in text
+    assert "Macro-F1 is the mean F1 of the 3 classes" in text and "ROC AUC (one-vs-rest macro)" in text
+
+
+def test_binary_summary_keeps_its_binary_layout(inputs) -> None:
+    text = reports.summary_markdown(inputs, 10, FIGURES)
+    assert "Per-class" not in text and "Task:" not in text and "one-vs-rest" not in text
+
+
+def test_three_label_stage_writes_reports_with_maybe_answers(workspace3: Path, monkeypatch) -> None:
+    monkeypatch.setattr(reports, "render_figures", lambda *args, **kwargs: [])
+    reports.run_plot_stage(Params(), workspace3)
+    examples = (workspace3 / paths.EXAMPLES_REPORT).read_text()
+    assert "gold **maybe**" in examples and "predicted **maybe**" in examples
+    assert "## Per-class precision and recall (test)" in (workspace3 / paths.SUMMARY_REPORT).read_text()
+
+
+def test_the_plot_stage_reads_what_evaluate_writes_for_three_labels(workspace3: Path) -> None:
+    """Evaluate's own writers (eval.json, CSVs rounded to 6 decimals) in, three-label figures and report out."""
+    # Here, not at the top: comparison imports torch, which the other tests here do without.
+    from pubmedqa_peft import comparison
+
+    params = Params.model_validate({"task": {"labels": ["yes", "no", "maybe"]}})
+    test = read_jsonl(workspace3 / paths.split_file("test"))
+    rng = np.random.default_rng(1)
+    results = {
+        method: comparison.MethodResult(
+            {"val": rng.dirichlet([1, 1, 1], size=40), "test": rng.dirichlet([1, 1, 1], size=len(test))},
+            {"median": 0.01, "p90": 0.02},
+            100.0,
+            0,
+            1000,
+        )
+        for method in METHODS
+    }
+    data = comparison.summarize(params, {"val": test[:40], "test": test}, results)
+    (workspace3 / paths.EVAL_METRICS).write_text(json.dumps(data))
+    shutil.rmtree(workspace3 / paths.predictions_file("base").parent.parent)
+    comparison.write_plot_data(workspace3 / paths.predictions_file("base").parent.parent, params, test, results)
+    inputs = reports.load_plot_inputs(workspace3)
+    assert inputs.task == THREE_LABELS
+    fig = plotting.plot_reliability(inputs.predictions, 10, labels=inputs.task.labels)
+    for ax in fig.axes[: len(METHODS)]:
+        method = ax.get_gid().removeprefix("panel:")
+        assert f"ECE = {data['test'][method]['ece']:.3f}" in ax.get_title()
+    assert "| Method | yes precision" in reports.summary_markdown(inputs, 10, FIGURES)
