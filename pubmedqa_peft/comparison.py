@@ -151,6 +151,23 @@ class Comparison:
         trained = json.loads(train_metrics.read_text())
         result.trainable_params = int(trained["trainable_params"])
         result.total_params = int(trained["total_params"])
+        # Every further seed's model, scored on the same prompts (its speed is the first's).
+        for seed in self.params.train.seeds[1:]:
+            model = modeling.load_trained_model(paths.seed_dir(paths.adapter_dir(method), seed), self.device)
+            probs = {}
+            for s in EVAL_SPLITS:
+                loglik = scoring.score_yes_no(
+                    model,
+                    self.tokenizer,
+                    self.prompts[s] if self.score_texts else self.prompt_ids[s],
+                    self.params.evaluate.batch_size,
+                    self.max_len,
+                    desc=f"{method} seed {seed} {s}",
+                    chat=self.chat,
+                    labels=self.labels,
+                )
+                probs[s] = scoring.probabilities(loglik)
+            result.extra.setdefault("seed_probs", {})[seed] = probs
         return result
 
     def fewshot_prompts(self, k: int) -> tuple[list[Row], dict[str, list[str]]]:
@@ -278,6 +295,27 @@ def summarize(params: Params, splits: dict[str, list[Row]], results: dict[str, M
         )
         target.pop("target_accuracy")
         test["tau_target"] = target
+        if "seed_probs" in res.extra:
+            test.update(_across_seeds(params, y["test"], res))
+    return out
+
+
+def _across_seeds(params: Params, y_test: list[str], res: MethodResult) -> dict[str, Any]:
+    """Test accuracy and macro-F1 of every seed's model, and their mean and sample standard deviation."""
+    labels = params.task.task.labels
+    probs = {params.train.seeds[0]: res.probs["test"]} | {s: p["test"] for s, p in res.extra["seed_probs"].items()}
+    per_seed = {
+        str(seed): {
+            "accuracy": evaluation.accuracy(y_test, p, labels),
+            "macro_f1": evaluation.macro_f1(y_test, p, labels),
+        }
+        for seed, p in probs.items()
+    }
+    out: dict[str, Any] = {"seeds": per_seed}
+    for metric in ("accuracy", "macro_f1"):
+        values = np.array([m[metric] for m in per_seed.values()])
+        out[f"{metric}_mean"] = float(values.mean())
+        out[f"{metric}_std"] = float(values.std(ddof=1))
     return out
 
 
@@ -342,6 +380,9 @@ def run_evaluate_stage(params: Params) -> dict[str, Any]:
     # trained model must not stop the stage after minutes of scoring the others.
     methods = registry.names()
     manifests = {m: modeling.check_trained_model(paths.adapter_dir(m)) for m in methods}
+    for m in methods:
+        for seed in params.train.seeds[1:]:
+            modeling.check_trained_model(paths.seed_dir(paths.adapter_dir(m), seed))
     for m in methods:
         if not paths.train_metrics_file(m).is_file():
             raise PipelineError(f"{paths.train_metrics_file(m)} not found: run `dvc repro train_{m}` first")

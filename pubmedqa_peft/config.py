@@ -144,9 +144,21 @@ class TrainConfig(Section):
     gradient_accumulation_steps: PositiveInt = 1
     warmup_ratio: Annotated[Float, Field(ge=0, lt=1)] = 0.06
     weight_decay: Annotated[Float, Field(ge=0)] = 0.0
-    seed: NonNegativeInt = 42
+    seeds: Annotated[tuple[NonNegativeInt, ...], Field(min_length=1)] = (42,)
     logging_steps: PositiveInt = 10
     max_train_examples: PositiveInt | None = None
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds must be distinct, got {list(v)}")
+        return v
+
+    @property
+    def seed(self) -> int:
+        """The first seed: the run whose model is served, plotted and reported in full."""
+        return self.seeds[0]
 
 
 class EvaluateConfig(Section):
@@ -242,7 +254,10 @@ def _params_model(sections: tuple[tuple[str, type[Section]], ...]) -> type[Param
     return create_model("Params", __base__=Params, __doc__=Params.__doc__, **fields)
 
 
-MOVED: dict[tuple[str, ...], str] = {("clean",): "clean.keep_labels is now task.labels"}
+MOVED: dict[tuple[str, ...], str] = {
+    ("clean",): "clean.keep_labels is now task.labels",
+    ("train", "seed"): "train.seed is now train.seeds, a list (e.g. [42])",
+}
 """Keys of older ``params.yaml`` files, and where their setting lives now."""
 
 

@@ -52,6 +52,13 @@ class RunManifest(BaseModel):
     """Dtype of the non-quantized weights."""
 
 
+def training_stage(directory: Path | str) -> str:
+    """The command that makes a trained model directory: ``models/<method>`` or ``models/<method>/seeds/<seed>``."""
+    directory = Path(directory)
+    method = directory.parent.parent.name if directory.parent.name == "seeds" else directory.name
+    return f"dvc repro train_{method}"
+
+
 def write_manifest(directory: Path, manifest: RunManifest) -> None:
     """Write ``run.json`` into ``directory`` (atomically)."""
     files.write_json(Path(directory) / MANIFEST_FILE, manifest.model_dump(mode="json"))
@@ -64,7 +71,7 @@ def read_manifest(directory: Path | str) -> RunManifest:
         PipelineError: If it is missing or malformed, naming the file and the stage that writes it.
     """
     path = Path(directory) / MANIFEST_FILE
-    stage = f"dvc repro train_{Path(directory).name}"
+    stage = training_stage(directory)
     if not path.is_file():
         raise PipelineError(f"{path} not found: {directory} is not a complete trained model; retrain it with `{stage}`")
     try:

@@ -470,10 +470,10 @@ def check_trained_model(model_dir: Path | str) -> Any:
     Raises:
         ModelLoadError: Naming what is missing and the stage that makes it.
     """
-    from pubmedqa_peft.manifest import read_manifest
+    from pubmedqa_peft.manifest import read_manifest, training_stage
 
     model_dir = Path(model_dir)
-    stage = f"dvc repro train_{model_dir.name}"
+    stage = training_stage(model_dir)
     if not model_dir.is_dir():
         raise ModelLoadError(f"trained model directory not found: {model_dir}; train it with `{stage}`")
     try:

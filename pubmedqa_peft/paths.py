@@ -72,6 +72,15 @@ def train_plots_dir(method: str) -> Path:
     return TRAIN_PLOTS_DIR / method
 
 
+def seed_dir(first_seed_dir: Path, seed: int) -> Path:
+    """Where a further seed's run goes, inside the first seed's directory (``<dir>/seeds/<seed>``).
+
+    The first of ``train.seeds`` keeps the usual places (``models/<method>``, ...), so one
+    seed gives exactly the layout of a single run.
+    """
+    return first_seed_dir / "seeds" / str(seed)
+
+
 def checkpoint_dir(method: str) -> Path:
     """Trainer checkpoints of one method, kept for resuming a killed run."""
     return CHECKPOINTS_DIR / method

@@ -297,9 +297,12 @@ def plot_metric_bars(
         footer: Text under the figure (the :class:`FigureContext` line); None for none.
 
     Returns:
-        The figure (one bar per method and metric; each bar's ``gid`` is its method).
+        The figure (one bar per method and metric; each bar's ``gid`` is its method). A
+        method trained on several seeds (``seeds`` in its metrics) also gets one dot per
+        seed on each of its bars (``gid`` = ``seeds:<method>``): the bar is the first seed's.
     """
     metrics = (("accuracy", "Accuracy"), ("macro_f1", "Macro-F1"))
+    spread = any(test[m].get("seeds") for m in methods)
     n = len(methods)
     width = 0.84 / n
     fig = Figure(figsize=(max(6.5, 2.2 + 1.0 * n), 4.8), layout="constrained")
@@ -339,11 +342,27 @@ def plot_metric_bars(
                 fontsize=8,
                 color=_text_color(color),
             )
+        for j, (key, _) in enumerate(metrics):
+            runs = [s[key] for s in (m.get("seeds") or {}).values()]
+            if runs:
+                ax.plot(
+                    [x[j]] * len(runs),
+                    runs,
+                    ls="none",
+                    marker="o",
+                    ms=4,
+                    mfc="white",
+                    mec="black",
+                    gid=f"seeds:{method}",
+                )
+    if spread:
+        ax.plot([], [], ls="none", marker="o", ms=4, mfc="white", mec="black", label="one training seed")
     ax.set_xticks(np.arange(len(metrics)), [name for _, name in metrics])
     ax.set_xlim(-0.5, len(metrics) - 0.5)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("Score on the test split (0–1)")
-    ax.set_title(f"{title}\n(bar = point estimate, error bar = 95% bootstrap CI)")
+    seeds_note = "; dot = one training seed, bar = the first" if spread else ""
+    ax.set_title(f"{title}\n(bar = point estimate, error bar = 95% bootstrap CI{seeds_note})")
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     fig.legend(loc="outside right upper", frameon=False)

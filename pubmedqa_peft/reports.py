@@ -402,6 +402,12 @@ def _joined(values: Sequence[Any]) -> str | None:
     return "/".join(distinct) or None
 
 
+def _train_seeds(train: Mapping[str, Any]) -> str | None:
+    """``train.seeds`` as a footer shows it ("42", "1, 2, 3"); older runs recorded one ``seed``."""
+    seeds = train.get("seeds", [train["seed"]] if "seed" in train else None)
+    return None if seeds is None else ", ".join(str(s) for s in seeds)
+
+
 def figure_context(inputs: PlotInputs) -> FigureContext:
     """What every figure's footer states: the model, the seeds, the training and validation sizes.
 
@@ -414,7 +420,7 @@ def figure_context(inputs: PlotInputs) -> FigureContext:
     runs = list(inputs.train.values())
     return FigureContext(
         model=str(_config_section(inputs.eval, "model").get("name") or "unknown model"),
-        train_seed=_joined([_config_section(t, "train").get("seed") for t in runs]),
+        train_seed=_joined([_train_seeds(_config_section(t, "train")) for t in runs]),
         eval_seed=_joined([_config_section(inputs.eval, "evaluate").get("seed")]),
         train_n=_joined([t.get("train_examples") for t in runs]),
         val_n=_joined([t.get("val_examples") for t in runs]),
@@ -431,6 +437,30 @@ def _provenance_line(inputs: PlotInputs, bins: int) -> str:
         f"model `{model}`; test n = {'/'.join(map(str, ns))}; "
         f"τ = {inputs.eval['tau']:.2f}; calibration bins = {bins})."
     )
+
+
+def _seeds_section(test: Mapping[str, Mapping[str, Any]], methods: Sequence[str]) -> list[str]:
+    """Test accuracy and macro-F1 per training seed, with mean ± sample standard deviation."""
+    seeds = list(test[methods[0]]["seeds"])
+    header = ["Method", "Accuracy mean ± std", "Macro-F1 mean ± std", *(f"Seed {s}: acc. / F1" for s in seeds)]
+    rows = [
+        [
+            f"`{m}`",
+            f"{test[m]['accuracy_mean']:.3f} ± {test[m]['accuracy_std']:.3f}",
+            f"{test[m]['macro_f1_mean']:.3f} ± {test[m]['macro_f1_std']:.3f}",
+            *(f"{test[m]['seeds'][s]['accuracy']:.3f} / {test[m]['seeds'][s]['macro_f1']:.3f}" for s in seeds),
+        ]
+        for m in methods
+    ]
+    return [
+        f"## Across {len(seeds)} training seeds",
+        "",
+        "Each trained method was trained once per seed of `train.seeds` on the same data; the tables above show "
+        "the first seed's run. Standard deviations are sample standard deviations (n − 1).",
+        "",
+        _table(header, rows, [False] + [True] * (len(header) - 1)),
+        "",
+    ]
 
 
 def summary_markdown(inputs: PlotInputs, bins: int, figures: Mapping[str, Path]) -> str:
@@ -482,6 +512,9 @@ def summary_markdown(inputs: PlotInputs, bins: int, figures: Mapping[str, Path])
     ]
     if not task.binary:
         out += _per_class_section(inputs, methods)
+    seeded = [m for m in methods if test[m].get("seeds")]
+    if seeded:
+        out += _seeds_section(test, seeded)
     if inputs.train:
         out += ["## Training cost of the PEFT methods", "", _training_table(inputs), ""]
     target = inputs.eval.get("target_accuracy")

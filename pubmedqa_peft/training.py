@@ -194,7 +194,7 @@ def _fingerprint(method: str, params: Params, data_files: Sequence[Path]) -> str
     """Identify a training run so that a checkpoint is resumed only by the same run."""
     h = hashlib.sha256()
     h.update(method.encode())
-    for section in (params.model, params.train, params.method(method)):
+    for section in (params.model, params.task, params.train, params.method(method)):
         h.update(section.model_dump_json().encode())
     for f in data_files:
         h.update(f.read_bytes())
@@ -443,6 +443,14 @@ def _manifest(
     )
 
 
+SEED_SUMMARY = ("final_train_loss", "final_val_loss", "mean_train_loss", "train_time_s", "steps")
+"""What ``metrics/train/<method>.json`` keeps of each seed's run under ``seeds``."""
+
+
+def _seed_summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {key: metrics[key] for key in SEED_SUMMARY}
+
+
 def run_training_stage(method: str, params: Params) -> dict[str, Any]:
     """The body of a ``train_<method>`` stage: read the splits, train, clean up checkpoints.
 
@@ -461,6 +469,9 @@ def run_training_stage(method: str, params: Params) -> dict[str, Any]:
     for f, rows in zip(split_files, (train_rows, val_rows), strict=True):
         check_labels(rows, params.task.task, f)
     ckpt = paths.checkpoint_dir(method)
+    seeds = params.train.seeds
+    if len(seeds) > 1:
+        log.info("training %s once per seed: %s", method, ", ".join(map(str, seeds)))
     metrics = train_method(
         method,
         params,
@@ -472,6 +483,28 @@ def run_training_stage(method: str, params: Params) -> dict[str, Any]:
         checkpoints=ckpt,
         fingerprint=_fingerprint(method, params, split_files),
     )
+    if len(seeds) > 1:
+        # The first seed keeps the usual places (evaluation's full report, serving, the
+        # loss-curve figure read them); every other seed's model and curves go beside it.
+        per_seed = {str(seeds[0]): _seed_summary(metrics)}
+        for i, seed in enumerate(seeds[1:], start=2):
+            log.info("%s: seed %d (%d of %d)", method, seed, i, len(seeds))
+            one = params.model_copy(update={"train": params.train.model_copy(update={"seeds": (seed,)})})
+            run = train_method(
+                method,
+                one,
+                train_rows,
+                val_rows,
+                adapter_out=paths.seed_dir(paths.adapter_dir(method), seed),
+                metrics_out=paths.seed_dir(ckpt, seed) / "metrics.json",
+                plots_out=paths.seed_dir(paths.train_plots_dir(method), seed),
+                checkpoints=paths.seed_dir(ckpt, seed),
+                fingerprint=_fingerprint(method, one, split_files),
+            )
+            per_seed[str(seed)] = _seed_summary(run)
+        metrics = {**metrics, "seeds": per_seed}
+        if os.environ.get("LOCAL_RANK", "0") == "0":
+            files.write_json(paths.train_metrics_file(method), metrics)
     # The run finished, so its checkpoints can no longer be needed for a resume. Under
     # `accelerate launch` only the machine's main process (LOCAL_RANK 0) removes them.
     if os.environ.get("LOCAL_RANK", "0") == "0":

@@ -138,3 +138,13 @@ def test_unquoted_yes_no_stay_strings_as_dvc_writes_them(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("task:\n  labels: [yes, no, maybe]\n")
     assert load_params(path).task.labels == ("yes", "no", "maybe")
+
+
+def test_train_seeds_are_a_non_empty_list_of_distinct_seeds_and_the_first_is_the_seed() -> None:
+    params = parse_params(with_change("train", "seeds", [3, 1, 2]))
+    assert params.train.seeds == (3, 1, 2) and params.train.seed == 3
+    for bad in ([], [1, 1], [-1], [True]):
+        with pytest.raises(ConfigError, match=r"train\.seeds"):
+            parse_params(with_change("train", "seeds", bad))
+    with pytest.raises(ConfigError, match=r"train\.seed: train\.seed is now train\.seeds"):
+        parse_params({"train": {"seed": 7}})

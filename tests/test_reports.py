@@ -466,3 +466,54 @@ def test_the_plot_stage_reads_what_evaluate_writes_for_three_labels(workspace3: 
         method = ax.get_gid().removeprefix("panel:")
         assert f"ECE = {data['test'][method]['ece']:.3f}" in ax.get_title()
     assert "| Method | yes precision" in reports.summary_markdown(inputs, 10, FIGURES)
+
+
+# --- several training seeds ----------------------------------------------------------------------
+
+
+def test_seeds_give_per_seed_metrics_mean_and_std_in_eval_json_the_report_and_the_figure(workspace: Path) -> None:
+    """Evaluate's summarize with three seeds' probabilities, then the plot stage's report and bar figure."""
+    from pubmedqa_peft import comparison
+
+    params = Params.model_validate({"train": {"seeds": [1, 2, 3]}})
+    test = read_jsonl(workspace / paths.split_file("test"))
+    y = np.array([r["label"] == "yes" for r in test], dtype=float)
+    rng = np.random.default_rng(5)
+
+    def probs(noise: float) -> dict[str, np.ndarray]:
+        return {
+            s: np.clip(
+                y[: len(y) if s == "test" else 40] + rng.normal(0, noise, size=len(y) if s == "test" else 40), 0, 1
+            )
+            for s in ("val", "test")
+        }
+
+    results = {
+        m: comparison.MethodResult(probs(0.5), {"median": 0.01, "p90": 0.02}, 100.0, 0, 1000) for m in ("base", "lora")
+    }
+    results["lora"].extra["seed_probs"] = {2: probs(0.6), 3: probs(0.7)}
+    data = comparison.summarize(params, {"val": test[:40], "test": test}, results)
+    lora = data["test"]["lora"]
+    assert "seeds" not in data["test"]["base"]
+    assert list(lora["seeds"]) == ["1", "2", "3"] and lora["seeds"]["1"]["accuracy"] == lora["accuracy"]
+    accs = [lora["seeds"][s]["accuracy"] for s in ("1", "2", "3")]
+    assert lora["accuracy_mean"] == pytest.approx(np.mean(accs)) and lora["accuracy_std"] == pytest.approx(
+        np.std(accs, ddof=1)
+    )
+    assert lora["accuracy_std"] > 0 and lora["macro_f1_std"] > 0
+
+    eval_doc = json.loads((workspace / paths.EVAL_METRICS).read_text())
+    eval_doc["test"]["lora"].update(
+        {k: lora[k] for k in ("seeds", "accuracy_mean", "accuracy_std", "macro_f1_mean", "macro_f1_std")}
+    )
+    (workspace / paths.EVAL_METRICS).write_text(json.dumps(eval_doc))
+    inputs = reports.load_plot_inputs(workspace)
+    summary = reports.summary_markdown(inputs, 10, FIGURES)
+    assert "## Across 3 training seeds" in summary
+    assert f"{lora['accuracy_mean']:.3f} ± {lora['accuracy_std']:.3f}" in summary
+    fig = plotting.plot_metric_bars(inputs.test, ["base", "lora"], "t")
+    dots = [line for line in fig.axes[0].lines if line.get_gid() == "seeds:lora"]
+    assert sorted(float(v) for line in dots for v in line.get_ydata()) == sorted(
+        [*accs, *(lora["seeds"][s]["macro_f1"] for s in ("1", "2", "3"))]
+    )
+    assert "dot = one training seed" in fig.axes[0].get_title()

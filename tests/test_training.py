@@ -180,7 +180,7 @@ def test_same_seed_gives_identical_weights(tmp_path, tiny_t5_dir, rows, variant)
 def test_another_seed_gives_other_weights(tmp_path, tiny_t5_dir, rows):
     small = (rows[0][:16], rows[1][:4])
     _, a, _ = _train(tmp_path, tiny_t5_dir, "lora", small, tag="a", train={"epochs": 1})
-    _, c, _ = _train(tmp_path, tiny_t5_dir, "lora", small, tag="c", train={"epochs": 1, "seed": 7})
+    _, c, _ = _train(tmp_path, tiny_t5_dir, "lora", small, tag="c", train={"epochs": 1, "seeds": [7]})
     wa, wc = _weights(a / "adapter"), _weights(c / "adapter")
     assert any(not torch.equal(wa[k], wc[k]) for k in wa)
 
