@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pubmedqa_peft import files, paths
 from pubmedqa_peft.plotting import method_color, method_label
-from pubmedqa_peft.prompts import LABELS
 from pubmedqa_peft.stage import PipelineError, one_line, setup_logging
+from pubmedqa_peft.task import LABEL_ORDER
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -90,7 +90,7 @@ def load_examples(path: Path | str, per_label: int = EXAMPLES_PER_LABEL) -> list
         records = files.read_jsonl(path)
     except ValueError as err:
         raise DemoError(str(err)) from None
-    chosen: dict[str, list[dict[str, str]]] = {label: [] for label in LABELS}
+    chosen: dict[str, list[dict[str, str]]] = {label: [] for label in LABEL_ORDER}
     for number, record in enumerate(records, start=1):
         try:
             question, context, label = record["question"], record["context"], record["label"]
@@ -100,7 +100,7 @@ def load_examples(path: Path | str, per_label: int = EXAMPLES_PER_LABEL) -> list
             context = " ".join(context)
         if label in chosen and len(chosen[label]) < per_label:
             chosen[label].append({"question": question, "context": context, "label": label})
-    return [record for label in LABELS for record in chosen[label]]
+    return [record for label in LABEL_ORDER for record in chosen[label]]
 
 
 def format_answer(prediction: Mapping[str, Any], tau: float | None) -> str:
@@ -122,8 +122,8 @@ def format_answer(prediction: Mapping[str, Any], tau: float | None) -> str:
 
 
 def label_value(prediction: Mapping[str, Any]) -> dict[str, float]:
-    """A ``gr.Label`` value: P(label) for every label, in ``LABELS`` order."""
-    return {label: float(prediction["probabilities"][label]) for label in LABELS}
+    """A ``gr.Label`` value: P(label) for every label the method answers."""
+    return {label: float(p) for label, p in prediction["probabilities"].items()}
 
 
 def tau_note(tau: float | None) -> str:
@@ -223,7 +223,7 @@ def build_demo(predictor: PredictorLike, examples: Sequence[Mapping[str, str]] =
                         gr.Label(
                             initial[2 * i],
                             label=f"P(label), {method}",
-                            num_top_classes=len(LABELS),
+                            num_top_classes=len(predictor.task.labels),
                             show_heading=False,
                             min_width=150,
                         )

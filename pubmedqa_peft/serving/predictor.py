@@ -23,9 +23,9 @@ How several methods share one base model (checked with peft 0.21.2):
 * A method trained on a quantized base (QLoRA) gets a base loaded that way; full
   fine-tuning is a whole model of its own.
 
-Labels and their order come from :data:`pubmedqa_peft.prompts.LABELS`; probabilities
-are a softmax over the labels' log-likelihoods, so a K-label task changes only that
-constant.
+Labels and their order come from the manifests' ``labels`` (``task.labels`` at training
+time, e.g. yes/no or yes/no/maybe); probabilities are a softmax over the labels'
+log-likelihoods, in the manifest's column order (:mod:`pubmedqa_peft.task`).
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ from pubmedqa_peft import known_warnings, modeling, scoring
 from pubmedqa_peft.data import normalize_whitespace
 from pubmedqa_peft.manifest import MANIFEST_FILE, RunManifest
 from pubmedqa_peft.methods import registry
-from pubmedqa_peft.prompts import LABELS, TEMPLATE_VERSION, fit_prompt_encoded
+from pubmedqa_peft.prompts import TEMPLATE_VERSION, fit_prompt_encoded
 from pubmedqa_peft.stage import PipelineError
+from pubmedqa_peft.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +278,8 @@ class Predictor:
         manifests = {n: modeling.check_trained_model(self.models_dir / n) for n in described}
         self._check_compatible(manifests)
         first = manifests[described[0]]
+        self.task = Task.of(first.labels)
+        """The label set every loaded method answers (from run.json), in column order."""
         self.base_name = first.base_model
         source = base_model or first.base_model
         self.device = modeling.resolve_device(device)
@@ -309,7 +312,7 @@ class Predictor:
         for name, entry in self._methods.items():
             entry.tau = tau if tau is not None else taus.get(name)
             chat = getattr(entry.manifest, "chat_template", False)
-            entry.budget = entry.manifest.max_source_length - family.answer_room(self.tokenizer, LABELS, chat)
+            entry.budget = entry.manifest.max_source_length - family.answer_room(self.tokenizer, self.task.labels, chat)
         self.methods: list[str] = list(self._methods)
         log.info("predictor ready: %s on %s", ", ".join(self.methods), self.device)
 
@@ -318,10 +321,16 @@ class Predictor:
         if len(bases) > 1:
             listed = "; ".join(f"{n}: {m.base_model}" for n, m in manifests.items())
             raise PredictError(f"the methods were trained on different base models ({listed}); load them separately")
+        label_sets = {tuple(m.labels) for m in manifests.values()}
+        if len(label_sets) > 1:
+            listed = "; ".join(f"{n}: {list(m.labels)}" for n, m in manifests.items())
+            raise PredictError(f"the methods were trained for different label sets ({listed}); load them separately")
         for name, m in manifests.items():
             where = self.models_dir / name / MANIFEST_FILE
-            if tuple(m.labels) != LABELS:
-                raise PredictError(f"{where}: trained for labels {list(m.labels)}, this code answers {list(LABELS)}")
+            try:
+                Task.of(m.labels)
+            except ValueError as err:
+                raise PredictError(f"{where}: {err}") from None
             if m.prompt_template != TEMPLATE_VERSION:
                 raise PredictError(
                     f"{where}: trained with prompt template {m.prompt_template}, this code has {TEMPLATE_VERSION}; "
@@ -450,7 +459,9 @@ class Predictor:
         for i, row in enumerate(rows):
             try:
                 fitted.append(
-                    fit_prompt_encoded(self.tokenizer, row["question"], row["context"], entry.budget, str(i), chat)
+                    fit_prompt_encoded(
+                        self.tokenizer, row["question"], row["context"], entry.budget, str(i), chat, self.task
+                    )
                 )
             except ValueError as err:
                 raise BadItemError(f"item {i}: 'question' is too long for method {name!r} ({err})") from None
@@ -461,7 +472,14 @@ class Predictor:
             entry.model.set_adapter(entry.adapter, inference_mode=True)
         try:
             loglik = scoring.score_yes_no(
-                entry.model, self.tokenizer, prompts, self.batch_size, entry.budget, progress=False, chat=chat
+                entry.model,
+                self.tokenizer,
+                prompts,
+                self.batch_size,
+                entry.budget,
+                progress=False,
+                chat=chat,
+                labels=self.task.labels,
             )
         except (ValueError, RuntimeError) as err:
             raise PredictError(f"scoring with {name!r} failed: {type(err).__name__}: {err}") from None
@@ -472,8 +490,8 @@ class Predictor:
         # Rounded as evaluation.confidence: a confidence of exactly tau counts as covered.
         confidence = round(float(probs[best]), 12)
         answer: dict[str, Any] = {
-            "label": LABELS[best],
-            "probabilities": {label: float(p) for label, p in zip(LABELS, probs, strict=True)},
+            "label": self.task.labels[best],
+            "probabilities": {label: float(p) for label, p in zip(self.task.labels, probs, strict=True)},
             "confidence": confidence,
             "abstained": tau is not None and confidence < tau,
             "method": method,
