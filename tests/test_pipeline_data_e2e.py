@@ -72,3 +72,26 @@ def test_official_strategy_reruns_only_split(repo, shared_data):
     ids = [r["id"] for rows in splits.values() for r in rows]
     assert len(ids) == len(set(ids))
     assert "Running stage" not in dvc(repo, "repro", "split").stdout
+
+
+def test_the_official_three_label_setting_tests_on_the_500_official_questions(repo, shared_data):
+    set_params(
+        repo,
+        {
+            "task.labels": ["yes", "no", "maybe"],
+            "split.strategy": "official",
+            "split.official_test_ids": str(shared_data / "test_ground_truth.json"),
+        },
+    )
+    out = dvc(repo, "repro", "split").stdout
+    # task.labels changes what clean keeps, so clean and split rerun; ingest does not.
+    assert "Running stage 'clean'" in out and "Running stage 'ingest'" not in out
+    clean = read_json(repo / "metrics/data/clean.json")
+    assert clean["records_out"] == 1000 and clean["dropped"]["maybe"] == 0
+    assert clean["labels"] == {"yes": 552, "no": 338, "maybe": 110}
+    counts = read_json(repo / "metrics/data/split.json")["counts"]
+    assert counts["test"] == {"total": 500, "yes": 276, "no": 169, "maybe": 55}
+    assert sum(counts[s]["total"] for s in ("train", "val", "test")) == 1000
+    # The 500 remaining records are stratified into train and val over the three labels.
+    rest = {label: counts["train"][label] + counts["val"][label] for label in ("yes", "no", "maybe")}
+    assert rest == {"yes": 552 - 276, "no": 338 - 169, "maybe": 110 - 55}
