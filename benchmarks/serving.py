@@ -2,8 +2,8 @@
 
 Run from the project root, offline::
 
-    python benchmarks/serving.py            # about 5-8 min on 2 cores
-    python benchmarks/serving.py --quick    # a smoke run (about 2-3 min)
+    python benchmarks/serving.py            # about 6 min on 2 cores
+    python benchmarks/serving.py --quick    # a smoke run (about 4 min)
 
 It builds the exact flan-t5-small architecture with random weights (as
 ``benchmarks/speed.py`` does, sharing its cache), saves an untrained LoRA adapter on it
@@ -64,6 +64,7 @@ from pubmedqa_peft.manifest import RunManifest, write_manifest  # noqa: E402
 from pubmedqa_peft.methods import registry  # noqa: E402
 from pubmedqa_peft.prompts import LABELS, TEMPLATE_VERSION, fit_prompts_encoded  # noqa: E402
 from pubmedqa_peft.serve import start_process  # noqa: E402
+from pubmedqa_peft.serving.http import Limits  # noqa: E402
 
 log = logging.getLogger("serving")
 
@@ -376,8 +377,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small samples: a smoke run of a few minutes")
     parser.add_argument("--model-dir", type=Path, help="reuse a flan-t5-small-arch directory instead of building one")
-    parser.add_argument("--max-batch", type=int, default=32, help="the server's --max-batch")
-    parser.add_argument("--max-wait-ms", type=float, default=2.0, help="the server's --max-wait-ms")
+    parser.add_argument("--max-batch", type=int, default=Limits.max_batch, help="the server's --max-batch")
+    parser.add_argument("--max-wait-ms", type=float, default=Limits.max_wait_ms, help="the server's --max-wait-ms")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON output (default {RESULTS.relative_to(ROOT)})")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")

@@ -61,7 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass inside a batch")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (0: any free port)")
-    parser.add_argument("--max-batch", type=int, default=32, help="items scored together at most")
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=16,
+        help="items scored together at most; best a multiple of --batch-size x CPU cores (all cores busy)",
+    )
     parser.add_argument(
         "--max-wait-ms",
         type=float,

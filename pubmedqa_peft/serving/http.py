@@ -196,7 +196,7 @@ class MicroBatcher:
         self,
         score: Scorer,
         *,
-        max_batch: int = 32,
+        max_batch: int = 16,
         max_wait_ms: float = 2.0,
         max_queue: int = 1024,
         isolate: tuple[type[Exception], ...] = (),
@@ -377,7 +377,9 @@ class PredictorLike(Protocol):
 class Limits:
     """The server's knobs (``python -m pubmedqa_peft.serve --help`` documents each)."""
 
-    max_batch: int = 32
+    max_batch: int = 16
+    """16 = two forward passes of 8 (the predictor's batch size) at once, one per core of a 2-core CPU: a
+    full batch keeps every scoring worker busy (``scoring.cpu_workers``); raise it on bigger machines."""
     max_wait_ms: float = 2.0
     max_items: int = 64
     max_body_bytes: int = 1 << 20
