@@ -137,3 +137,26 @@ def test_a_misspelt_section_stops_dvc_repro_naming_the_allowed_ones(clone):
     assert proc.returncode != 0
     assert "tarin: unknown section; allowed sections here: model, ingest, clean, split, train," in output
     assert "Traceback" not in output
+
+
+def test_the_binary_default_gives_exactly_what_the_code_before_task_labels_gave(pipeline_repo):
+    """Every number of eval.json and every plots/eval CSV, against a run of the pre-K-label code (a264b2c).
+
+    Timings and provenance differ by nature and are left out. If a change is meant to move
+    the numbers, regenerate the reference from the new run and say why in the commit.
+    """
+    import hashlib
+    from pathlib import Path
+
+    reference = read_json(Path(__file__).parent / "fixtures" / "binary_task_reference.json")
+    skip = {"latency_s", "throughput_eps", "provenance"}
+
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k not in skip}
+        return [strip(v) for v in x] if isinstance(x, list) else x
+
+    assert strip(read_json(pipeline_repo / "metrics" / "eval.json")) == reference["eval"]
+    root = pipeline_repo / "plots" / "eval"
+    got = {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.csv"))}
+    assert got == reference["plots_eval_sha256"]
