@@ -362,7 +362,7 @@ def table(doc: dict[str, Any]) -> str:
         ratio = "—" if way == "ours" else f"{up[way]:.2f}x"
         g = goal.get(way)
         lines.append(
-            f"| a. scoring: {LABEL[way]} ({reps}) | {eps[way]:.2f} ex/s | {ratio} "
+            f"| a. scoring: {LABEL[way]} ({reps}) | {eps[way]:.3g} ex/s | {ratio} "
             f"| {f'>= {g}x' if g else ''} | {_ok(up[way] >= g) if g else ''} | {rss[way]:.0f} |"
         )
     diff = c["max_abs_loglik_diff_per_answer"]
