@@ -50,6 +50,15 @@ COMMANDS: dict[str, Command] = {
         "pubmedqa_peft.random_model",
         "write a random-weight model (T5 or decoder-only) with an offline tokenizer (smoke tests without the hub)",
     ),
+    "predict": Command(
+        "pubmedqa_peft.predict", "answer questions with a trained method (one, a JSONL file, or interactive)"
+    ),
+    "serve": Command("pubmedqa_peft.serve", "serve trained methods over HTTP (micro-batched; 127.0.0.1 by default)"),
+    "demo": Command("pubmedqa_peft.demo", "a demo page: the base model and each trained method side by side"),
+    "sanity-data": Command(
+        "pubmedqa_peft.sanity",
+        "write a PQA-L-shaped file whose answers are planted in the context (does training learn?)",
+    ),
 }
 """Every subcommand, in the order ``--help`` lists them."""
 
