@@ -1,0 +1,163 @@
+"""Training learns (issue 13 item 4): the planted-label data set through ``dvc repro``.
+
+The real PQA-L questions and contexts, relabelled in balance with the answer planted in
+each context as a label-dependent sentence at a random word position
+(:mod:`pubmedqa_peft.sanity`), go through every real stage on the tiny random T5. Every
+trained method must read the planted answer back through ``evaluate``; the untrained
+``base`` must not.
+
+"Near chance" for ``base``: its test accuracy within :data:`NEAR_CHANCE` of 1/K. A random
+model that ignores the cue scores 1/K in expectation with a binomial standard deviation of
+sqrt((1/K)(1 - 1/K)/n): 0.05 binary and 0.047 with three labels on the 100 test records, so
+0.15 is three standard deviations, and still far below the trained methods' bar (0.9
+binary, 0.85 three labels), so base and a trained method cannot be mistaken for each other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from e2e_support import dvc, make_repo, read_json
+
+from pubmedqa_peft.methods import registry
+from pubmedqa_peft.modeling import load_tokenizer
+from pubmedqa_peft.prompts import format_prompt
+from pubmedqa_peft.sanity import write_planted
+from pubmedqa_peft.task import Task
+
+pytestmark = pytest.mark.e2e
+
+WORDS = 10
+"""Real context words kept per record: the cue is a large part of a short input."""
+
+SANITY_PARAMS = {
+    # Every planted prompt fits whole (checked below), so the cue is never cut away.
+    "model.max_source_length": 192,
+    # One torch thread per stage: on a busy machine two threads per op wait on each other
+    # (prefix training took 10x longer with two than with one while other jobs ran).
+    "model.threads": 1,
+    # 800 training records x 5 epochs = 500 updates of 8 with the rates below: LoRA, IA3
+    # and full fine-tuning score 0.99-1.0 on train seeds 42, 1 and 2 (binary; IA3 checked
+    # at 0.1, which left the three-label run at 0.81, hence 0.2); a quarter of these
+    # updates left LoRA at the majority rate.
+    "train.epochs": 5,
+    "train.batch_size": 8,
+    "train.max_train_examples": None,
+    "train.logging_steps": 25,
+    "train.warmup_ratio": 0.06,
+    "train_prompt.lr": 1.0,
+    "train_prefix.lr": 0.1,
+    "train_lora.lr": 0.01,
+    "train_ia3.lr": 0.2,
+    "train_full.lr": 0.001,
+    # Baselines and timings are not what this run checks: the fewest that still run.
+    "evaluate.fewshot_k": [],
+    "evaluate.bootstrap": 100,
+    "evaluate.latency_samples": 2,
+    "evaluate.latency_warmup": 1,
+}
+
+NEAR_CHANCE = 0.15
+"""How far from 1/K ``base`` may score (three binomial standard deviations, see above)."""
+
+BAR = {2: 0.9, 3: 0.85}
+"""Test accuracy every trained method must reach, by number of labels."""
+
+
+def sanity_run(root: Path, model: Path, source: Path, labels: tuple[str, ...]) -> dict:
+    """Generate the planted data set under ``root``, ``dvc repro`` on it, return ``metrics/eval.json``."""
+    data = root / "planted.json"
+    sha = write_planted(source, data, labels, seed=0, max_context_words=WORDS)
+    params = {
+        "ingest.source": str(data),
+        "ingest.sha256": sha,
+        "model.name": str(model),
+        "task.labels": list(labels),
+        **SANITY_PARAMS,
+    }
+    _check_prompts_fit(data, model, labels, SANITY_PARAMS["model.max_source_length"])
+    repo = make_repo(root / "repo", params)
+    dvc(repo, "repro")
+    return read_json(repo / "metrics" / "eval.json")
+
+
+def _check_prompts_fit(data: Path, model: Path, labels: tuple[str, ...], max_length: int) -> None:
+    """Every planted prompt fits ``max_length`` untruncated, so no cue is cut off."""
+    tokenizer = load_tokenizer(str(model))
+    task = Task.of(labels)
+    for pmid, r in read_json(data).items():
+        ids = tokenizer(format_prompt(r["QUESTION"], " ".join(r["CONTEXTS"]), task)).input_ids
+        assert len(ids) <= max_length, f"{pmid}: {len(ids)} tokens"
+
+
+LEARNS_TO_RANK_ONLY = {"prompt", "prefix"}
+"""Methods that learn the cue (test ROC AUC near 1) but not to put their probability on the
+answer words within this budget, so their accuracy stays at the majority rate. On the random
+tiny T5 they cannot move the decoder's output onto the answers (final training loss about 5
+and 2.5 nats against under 1.3 for LoRA, IA3 and full fine-tuning), and while both answers
+stay improbable their log-likelihood gap carries an input-independent offset of about 0.8
+(prompt) and 1.5-2 (prefix) nats towards ``yes``, set by the random output head, larger than
+the gap the cue makes (0.3-0.6 nats); 10 epochs instead of 5 did not change it. With three
+labels they do not even rank by the cue yet (one-vs-rest ROC AUC 0.65 and 0.72)."""
+
+
+def _accuracies(doc: dict) -> dict[str, float]:
+    return {m: doc["test"][m]["accuracy"] for m in ("majority", "base", *registry.names())}
+
+
+def _assert_baselines(doc: dict, k: int) -> None:
+    accuracies = _accuracies(doc)
+    # The planted labels are balanced: the majority rate is 1/K.
+    assert accuracies["majority"] == pytest.approx(1 / k, abs=0.01), accuracies
+    assert abs(accuracies["base"] - 1 / k) <= NEAR_CHANCE, accuracies
+
+
+def _method_params(k: int, xfail: set[str], reason: str) -> list:
+    """``(k, method)`` for every registered method, those in ``xfail`` marked as known to fail."""
+    return [
+        pytest.param(k, m, marks=pytest.mark.xfail(strict=True, reason=reason)) if m in xfail else (k, m)
+        for m in registry.names()
+    ]
+
+
+NOT_YET = "learns to rank by the cue, not yet to answer (see LEARNS_TO_RANK_ONLY)"
+NOT_WITH_THREE = "does not yet rank by the cue with three labels within this budget (see LEARNS_TO_RANK_ONLY)"
+
+
+@pytest.fixture(scope="module")
+def sanity_runs(tmp_path_factory: pytest.TempPathFactory, tiny_t5_dir: Path, shared_data: Path):
+    """``k -> metrics/eval.json`` of the sanity run with K labels, each run once, on first use."""
+    runs: dict[int, dict] = {}
+
+    def get(k: int) -> dict:
+        if k not in runs:
+            labels = ("yes", "no", "maybe")[:k]
+            root = tmp_path_factory.mktemp(f"sanity_k{k}")
+            runs[k] = sanity_run(root, tiny_t5_dir, shared_data / "ori_pqal.json", labels)
+        return runs[k]
+
+    return get
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_majority_is_one_in_k_and_base_stays_near_chance(sanity_runs, k):
+    _assert_baselines(sanity_runs(k), k)
+
+
+@pytest.mark.parametrize(
+    ("k", "method"),
+    _method_params(2, LEARNS_TO_RANK_ONLY, NOT_YET) + _method_params(3, LEARNS_TO_RANK_ONLY, NOT_YET),
+)
+def test_every_trained_method_answers_from_the_planted_cue(sanity_runs, k, method):
+    accuracies = _accuracies(sanity_runs(k))
+    assert accuracies[method] >= BAR[k], accuracies
+
+
+@pytest.mark.parametrize(
+    ("k", "method"), _method_params(2, set(), "") + _method_params(3, LEARNS_TO_RANK_ONLY, NOT_WITH_THREE)
+)
+def test_every_trained_method_ranks_by_the_planted_cue(sanity_runs, k, method):
+    doc = sanity_runs(k)
+    aucs = {m: doc["test"][m]["roc_auc"] for m in ("base", *registry.names())}
+    assert aucs[method] >= 0.95, aucs
