@@ -164,8 +164,11 @@ def test_unusable_model_directories_are_one_line_errors(models_dir, tmp_path):
     shutil.copytree(models_dir / "prompt", bad / "prompt")
     manifest = json.loads((bad / "lora" / "run.json").read_text())
     (bad / "lora" / "run.json").write_text(json.dumps({**manifest, "labels": ["no", "maybe", "yes"]}))
-    with pytest.raises(PredictError, match=r"lora/run.json: trained for labels \['no', 'maybe', 'yes'\]"):
+    with pytest.raises(PredictError, match=r"different label sets \(prompt: \['no', 'yes'\]; lora: \['no', 'maybe'"):
         Predictor(bad, eval_file=None)
+    (bad / "lora" / "run.json").write_text(json.dumps({**manifest, "labels": ["no", "perhaps"]}))
+    with pytest.raises(PredictError, match=r"task labels must be \[yes, no\] or \[yes, no, maybe\]"):
+        Predictor(bad, ["lora"], eval_file=None)
     (bad / "lora" / "run.json").write_text(json.dumps({**manifest, "base_model": "/elsewhere/t5"}))
     with pytest.raises(PredictError, match="trained on different base models"):
         Predictor(bad, eval_file=None)
