@@ -135,7 +135,7 @@ def test_a_misspelt_section_stops_dvc_repro_naming_the_allowed_ones(clone):
     proc = dvc(clone, "repro", check=False)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "tarin: unknown section; allowed sections here: model, ingest, clean, split, train," in output
+    assert "tarin: unknown section; allowed sections here: model, ingest, task, split, train," in output
     assert "Traceback" not in output
 
 
