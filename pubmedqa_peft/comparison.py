@@ -334,8 +334,7 @@ def write_plot_data(out_dir: Path, params: Params, test_rows: list[Row], results
     """
     y = [r["label"] for r in test_rows]
     labels = params.task.task.labels
-    # One probability column per label: P(yes) alone for yes/no (the other is 1 - it).
-    columns = ["p_yes"] if len(labels) == 2 else [f"p_{label}" for label in labels]
+    columns = params.task.task.probability_columns
     order = sorted(range(len(test_rows)), key=lambda i: test_rows[i]["id"])
     with files.atomic_path(out_dir) as tmp:
         (tmp / "predictions").mkdir(parents=True)

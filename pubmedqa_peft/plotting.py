@@ -34,7 +34,7 @@ from pubmedqa_peft import paths
 from pubmedqa_peft.evaluation import expected_calibration_error, reliability_diagram
 from pubmedqa_peft.files import atomic_path
 from pubmedqa_peft.methods import registry
-from pubmedqa_peft.task import BINARY, DISPLAY_ORDER
+from pubmedqa_peft.task import BINARY, DISPLAY_ORDER, Task
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def probability_columns(labels: Sequence[str]) -> list[str]:
     Returns:
         ``["p_yes"]`` for yes/no (P(no) is 1 minus it); otherwise ``p_<label>`` per label, in column order.
     """
-    return ["p_yes"] if len(labels) == 2 else [f"p_{label}" for label in labels]
+    return Task.of(labels).probability_columns
 
 
 def probabilities(predictions: pd.DataFrame, labels: Sequence[str] = BINARY.labels) -> np.ndarray:

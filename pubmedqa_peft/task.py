@@ -61,6 +61,11 @@ class Task:
         return tuple(label for label in DISPLAY_ORDER if label in self.labels)
 
     @property
+    def probability_columns(self) -> list[str]:
+        """Columns of a predictions CSV: ``p_yes`` alone for yes/no (P(no) is 1 minus it), else ``p_<label>``."""
+        return ["p_yes"] if self.binary else [f"p_{label}" for label in self.labels]
+
+    @property
     def answers_phrase(self) -> str:
         """The answers as the instruction names them: ``yes or no``, ``yes, no or maybe``."""
         *first, last = self.display
