@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,6 +22,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
     ValidationError,
     create_model,
     field_validator,
@@ -55,6 +60,9 @@ Probability = Annotated[Float, Field(ge=0, le=1)]
 LearningRate = Annotated[Float, Field(gt=0, le=10)]
 """A learning rate: positive; above 10 is a typo even for prompt tuning (PEFT's examples use <= 1)."""
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+"""Numeric precision of training or scoring: ``auto`` is bf16 where the device has it
+natively (recent CUDA), fp16 with loss scaling on older CUDA, fp32 on CPU."""
 
 
 class ConfigError(ValueError):
@@ -147,6 +155,10 @@ class TrainConfig(Section):
     seeds: Annotated[tuple[NonNegativeInt, ...], Field(min_length=1)] = (42,)
     logging_steps: PositiveInt = 10
     max_train_examples: PositiveInt | None = None
+    max_steps: PositiveInt | None = None
+    eval_steps: PositiveInt | None = None
+    processes: Annotated[Int, Field(ge=1, le=64)] = 1
+    precision: Precision = "auto"
 
     @field_validator("seeds")
     @classmethod
@@ -174,6 +186,7 @@ class EvaluateConfig(Section):
     latency_samples: PositiveInt = 20
     latency_warmup: NonNegativeInt = 3
     calibration_bins: Annotated[Int, Field(ge=2)] = 10
+    precision: Precision = "auto"
 
     @field_validator("fewshot_k")
     @classmethod
@@ -182,6 +195,64 @@ class EvaluateConfig(Section):
         if len(set(v)) != len(v):
             raise ValueError(f"list each K once, got {list(v)}")
         return v
+
+
+class SearchRange(Section):
+    """One hyperparameter's search range in ``tune.space``: ``low``/``high`` (optionally log-scale) or ``choices``."""
+
+    low: Float | None = None
+    high: Float | None = None
+    log: bool = False
+    integer: bool = False
+    # Strict: a choice keeps its YAML type (4 stays an int for train_lora.r, not 4.0).
+    choices: tuple[StrictInt | StrictFloat | StrictStr | StrictBool, ...] | None = None
+
+    @model_validator(mode="after")
+    def _a_range_or_choices(self) -> SearchRange:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or self.log or self.integer:
+                raise ValueError("give either choices or low/high (with log, integer), not both")
+            if not self.choices:
+                raise ValueError("choices must not be empty")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give low and high (or choices)")
+        if not self.low < self.high:
+            raise ValueError(f"low must be below high, got low={self.low:g}, high={self.high:g}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scale range needs low > 0, got {self.low:g}")
+        if self.integer and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            raise ValueError("an integer range needs whole-number low and high")
+        return self
+
+
+TUNE_OBJECTIVES = ("macro_f1", "accuracy", "roc_auc", "ece")
+"""Metrics of ``metrics/eval.json``'s ``val`` block a search can optimise (``ece`` is minimised)."""
+
+
+class TuneConfig(Section):
+    """``tune`` section: the hyperparameter search of ``python -m pubmedqa_peft.tune`` (read by no stage)."""
+
+    storage: str = "sqlite:///.tune/optuna.db"
+    objective: Literal[TUNE_OBJECTIVES] = "macro_f1"  # type: ignore[valid-type]
+    seed: NonNegativeInt = 42
+    space: dict[str, dict[str, SearchRange]] = Field(default_factory=dict)
+
+    @field_validator("storage")
+    @classmethod
+    def _no_password(cls, v: str) -> str:
+        # params.yaml is committed and shown by `dvc params diff`: a password must not live there.
+        if re.match(r"^[a-z0-9+]+://[^/@]*:[^/@]*@", v):
+            raise ValueError(
+                "holds a password: keep it out of params.yaml; pass it with --storage or the "
+                "PUBMEDQA_TUNE_STORAGE environment variable"
+            )
+        return v
+
+    @property
+    def direction(self) -> Literal["maximize", "minimize"]:
+        """Whether the objective is maximised (all but calibration error)."""
+        return "minimize" if self.objective == "ece" else "maximize"
 
 
 class PlotConfig(Section):
@@ -216,6 +287,29 @@ class Params(Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     plot: PlotConfig = PlotConfig()
+    tune: TuneConfig = TuneConfig()
+
+    @model_validator(mode="after")
+    def _tune_space_names_real_keys(self) -> Params:
+        # A misspelt key in the search space would make every trial the same run.
+        for method, space in self.tune.space.items():
+            section = getattr(self, method_section(method), None)
+            if not isinstance(section, Section):
+                allowed = [f.removeprefix("train_") for f in type(self).model_fields if f.startswith("train_")]
+                raise ValueError(f"tune.space.{method}: unknown method; allowed: {', '.join(allowed)}")
+            for key in space:
+                head, _, tail = key.partition(".")
+                target = getattr(self, head, None) if head in type(self).model_fields else None
+                if not isinstance(target, Section) or tail not in type(target).model_fields:
+                    example = f"{method_section(method)}.lr"
+                    raise ValueError(
+                        f"tune.space.{method}.{key}: not a params.yaml key; write section.key, e.g. {example}"
+                    )
+                if head.startswith("train_") and head != method_section(method):
+                    raise ValueError(
+                        f"tune.space.{method}.{key}: another method's section; {method} reads {method_section(method)}"
+                    )
+        return self
 
     def method(self, name: str) -> Section:
         """Return the ``train_<name>`` section of one registered training method.
@@ -280,6 +374,10 @@ def _format_error(source: str, err: ValidationError, root: type[BaseModel]) -> s
                 msg = f"{MOVED[e['loc']]}; {msg}"
         elif "input" in e and not isinstance(e["input"], dict) and e["type"] != "missing":
             msg = f"{msg} (got {e['input']!r})"
+        if not e["loc"] and e["type"] == "value_error":
+            # A check across sections names its own keys.
+            problems.append(msg.removeprefix("Value error, "))
+            continue
         problems.append(f"{key}: {msg}")
     # One line, as every error of a stage: the problems separated by semicolons.
     return f"{source}: invalid parameters: {'; '.join(problems)}"
