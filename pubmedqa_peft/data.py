@@ -31,12 +31,14 @@ Duplicates are found two ways, and the first copy in file order is kept in both:
 
 from __future__ import annotations
 
+import codecs
+import hashlib
 import json
 import logging
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,11 +176,191 @@ def read_json_object(path: Path | str) -> tuple[dict[str, Any], list[tuple[str, 
     return parsed, list(parsed.repeated)
 
 
+READ_BYTES = 1 << 20
+"""Bytes read from the raw file at a time."""
+
+LOOKAHEAD_CHARS = 1 << 20
+"""Characters kept decoded ahead of the next record: a record shorter than this is parsed in one go."""
+
+TRUNCATION_MARGIN = 64
+"""A JSON error this close to the end of the decoded text may be a record cut by the buffer, not a real one."""
+
+_JSON_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_RECORD_DECODER = json.JSONDecoder(object_pairs_hook=_keep_first)
+
+
+class _RawReader:
+    """The raw file as UTF-8 text read in chunks, with positions as :func:`read_json_object` reports them.
+
+    Only the unparsed tail of the text is held (at least :data:`LOOKAHEAD_CHARS` of it
+    while the file lasts); lines and columns of errors are counted over the whole file,
+    after a leading BOM, exactly as :func:`json.loads` on the whole text counts them.
+    """
+
+    def __init__(self, fh: Any, path: Path) -> None:
+        self.fh, self.path = fh, path
+        self.buf = ""
+        self.pos = 0
+        self.eof = False
+        self._pending = b""  # the start of a UTF-8 sequence cut by a chunk boundary
+        self._bytes_done = 0  # bytes decoded before _pending
+        self._byte_lines = 0  # newlines among them
+        self._line_base = 0  # newlines in the text dropped before buf
+        self._col_base = 0  # characters between the last of them and buf
+        self._bom_checked = False
+
+    def _fill(self, size: int = READ_BYTES) -> None:
+        chunk = self.fh.read(size)
+        self.eof = not chunk
+        data = self._pending + chunk
+        try:
+            text, used = codecs.utf_8_decode(data, "strict", self.eof)
+        except UnicodeDecodeError as err:
+            at = self._bytes_done + err.start
+            line = self._byte_lines + data.count(b"\n", 0, err.start) + 1
+            raise PipelineError(
+                f"{self.path}: not valid UTF-8 at byte {at} (line {line}, byte 0x{data[err.start]:02x}); "
+                "the file must be UTF-8 encoded"
+            ) from None
+        self._byte_lines += data.count(b"\n", 0, used)
+        self._bytes_done += used
+        self._pending = data[used:]
+        if not self._bom_checked and text:
+            text = text.removeprefix("\ufeff")  # a BOM is not JSON, but harmless
+            self._bom_checked = True
+        # Drop what was parsed before appending, so only the unparsed tail is held.
+        self._line_base += self.buf.count("\n", 0, self.pos)
+        last = self.buf.rfind("\n", 0, self.pos)
+        self._col_base = self.pos - last - 1 if last >= 0 else self._col_base + self.pos
+        self.buf = self.buf[self.pos :] + text
+        self.pos = 0
+
+    def ahead(self, chars: int = LOOKAHEAD_CHARS) -> None:
+        """Decode until ``chars`` characters lie ahead of ``pos`` or the file ends."""
+        while not self.eof and len(self.buf) - self.pos < chars:
+            self._fill()
+
+    def skip_whitespace(self) -> str:
+        """Move past JSON whitespace; the next character, or ``""`` at the end of the file."""
+        while True:
+            self.pos = _JSON_WHITESPACE.match(self.buf, self.pos).end()
+            if self.pos < len(self.buf) or self.eof:
+                return self.buf[self.pos : self.pos + 1]
+            self._fill()
+
+    def scan(self, decode: Any) -> Any:
+        """``decode(buf, pos) -> (value, end)`` on the text ahead, reading more if a value is cut off."""
+        while True:
+            self.ahead()
+            try:
+                value, self.pos = decode(self.buf, self.pos)
+                return value
+            except json.JSONDecodeError as err:
+                cut = err.pos >= len(self.buf) - TRUNCATION_MARGIN or err.msg.startswith("Unterminated string")
+                if self.eof or not cut:
+                    raise self.error(err.msg, err.pos) from None
+                # A value longer than the look-ahead: read as much again and parse it anew.
+                self._fill(max(READ_BYTES, 4 * len(self.buf)))
+            except RecursionError:
+                raise self.error(None, self.pos) from None
+
+    def error(self, msg: str | None, at: int) -> PipelineError:
+        """The error :func:`read_json_object` gives for ``msg`` at ``buf[at]``, once the rest is UTF-8-checked.
+
+        A UTF-8 error anywhere in the file wins, as it does when the whole file is decoded first.
+        """
+        newlines = self.buf.count("\n", 0, at)
+        if newlines:
+            line, column = self._line_base + newlines + 1, at - self.buf.rfind("\n", 0, at)
+        else:
+            line, column = self._line_base + 1, self._col_base + at + 1
+        self.drain()
+        if msg is None:
+            return PipelineError(f"{self.path}: JSON nested too deeply")
+        return PipelineError(f"{self.path}: not valid JSON at line {line}, column {column}: {msg}")
+
+    def drain(self) -> None:
+        """Read the rest of the file, checking only that it is UTF-8."""
+        while not self.eof:
+            self.buf, self.pos = "", 0
+            self._fill()
+
+    def expect(self, char: str, msg: str) -> None:
+        if self.skip_whitespace() != char:
+            raise self.error(msg, self.pos)
+        self.pos += 1
+
+
+def iter_raw(path: Path | str = paths.RAW_RECORDS) -> Iterator[RawRecord]:
+    """The raw file's top-level entries in file order, read in chunks (bounded memory).
+
+    Yields the same entries as :func:`read_raw`, except that a repeated PMID comes where
+    it is in the file (``duplicate=True``) rather than after the rest. The file is never
+    held whole: only the part not yet parsed (about :data:`LOOKAHEAD_CHARS` characters)
+    and the PMIDs seen so far. Errors are those of :func:`read_json_object`, with the
+    same lines and columns; a UTF-8 error anywhere in the file wins over a JSON error, as
+    there. A file whose top level is not an object is read by :func:`read_json_object`
+    for its message.
+
+    Args:
+        path: The raw ``ori_pqal.json`` (or a PQA-A ``ori_pqaa.json``).
+
+    Yields:
+        One :class:`RawRecord` per top-level entry.
+
+    Raises:
+        PipelineError: As :func:`read_json_object`.
+    """
+    path = Path(path)
+    try:
+        fh = path.open("rb")
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: not found") from None
+    except OSError as err:
+        raise PipelineError(f"{path}: could not read: {err.strerror or err}") from None
+    with fh:
+        reader = _RawReader(fh, path)
+        try:
+            first = reader.skip_whitespace()
+        except OSError as err:
+            raise PipelineError(f"{path}: could not read: {err.strerror or err}") from None
+        if first != "{":
+            # Empty, or not an object: not worth streaming; the whole-file reader names the problem.
+            obj, repeated = read_json_object(path)
+            yield from (RawRecord(pmid, value, False) for pmid, value in obj.items())
+            yield from (RawRecord(pmid, value, True) for pmid, value in repeated)
+            return
+        reader.pos += 1
+        seen: set[str] = set()
+        # The object grammar of json's C scanner (_parse_object_unicode), with its messages.
+        char = reader.skip_whitespace()
+        while char != "}" or seen:  # "}" may close an empty object, not follow a ","
+            if char != '"':
+                raise reader.error("Expecting property name enclosed in double quotes", reader.pos)
+            pmid = reader.scan(lambda buf, pos: json.decoder.scanstring(buf, pos + 1, True))
+            reader.expect(":", "Expecting ':' delimiter")
+            reader.skip_whitespace()
+            value = reader.scan(_RECORD_DECODER.raw_decode)
+            yield RawRecord(pmid, value, pmid in seen)
+            seen.add(pmid)
+            char = reader.skip_whitespace()
+            if char == "}":
+                break
+            if char != ",":
+                raise reader.error("Expecting ',' delimiter", reader.pos)
+            reader.pos += 1
+            char = reader.skip_whitespace()
+        reader.pos += 1
+        if reader.skip_whitespace():
+            raise reader.error("Extra data", reader.pos)
+
+
 def read_raw(path: Path | str = paths.RAW_RECORDS) -> list[RawRecord]:
     """Read the raw PQA-L file into its top-level entries, repeated PMIDs included.
 
     A JSON object's keys may repeat in the raw text; the first entry of a PMID is the
-    record, later ones are returned with ``duplicate=True`` so they can be counted.
+    record, later ones are returned with ``duplicate=True`` so they can be counted. This
+    holds every record; the clean stage streams them instead (:func:`iter_raw`).
 
     Args:
         path: The raw ``ori_pqal.json``.
@@ -189,10 +371,8 @@ def read_raw(path: Path | str = paths.RAW_RECORDS) -> list[RawRecord]:
     Raises:
         PipelineError: As :func:`read_json_object`.
     """
-    obj, dropped = read_json_object(path)
-    entries = [RawRecord(pmid, value, False) for pmid, value in obj.items()]
-    entries += [RawRecord(pmid, value, True) for pmid, value in dropped]
-    return entries
+    entries = list(iter_raw(path))
+    return [e for e in entries if not e.duplicate] + [e for e in entries if e.duplicate]
 
 
 def _text_field(record: dict[str, Any], key: str, where: str) -> str | None:
@@ -280,18 +460,101 @@ class CleanResult:
     """What cleaning kept and dropped."""
 
     records: list[dict[str, Any]]
+    """The kept rows; empty when they were streamed to a file instead (see ``kept``)."""
     records_in: int
     dropped: dict[str, int]
     dropped_records: list[tuple[str, str, str]] = field(default_factory=list)
     """``(pmid, reason, detail)`` of every dropped record except plain ``maybe`` ones."""
     kept_labels: tuple[str, ...] = ("yes", "no")
     """The task's labels (``task.labels``)."""
+    kept: Mapping[str, int] | None = None
+    """Kept rows per label, counted as they were written; ``None``: count ``records``."""
+
+    @property
+    def records_out(self) -> int:
+        """How many rows were kept."""
+        return len(self.records) if self.kept is None else sum(self.kept.values())
 
     @property
     def labels(self) -> dict[str, int]:
         """Kept records per label of the task: ``yes``, ``no`` (and ``maybe``)."""
-        counts = Counter(r["label"] for r in self.records)
+        counts = Counter(r["label"] for r in self.records) if self.kept is None else self.kept
         return {label: counts.get(label, 0) for label in Task.of(self.kept_labels).display}
+
+
+def content_digest(row: Mapping[str, Any]) -> bytes:
+    """A 128-bit digest of :func:`content_key`: equal for equal keys, and small enough to keep per record.
+
+    Holding the digests rather than the folded texts is what keeps de-duplication of a
+    PQA-A-sized file in bounded memory (16 bytes a record instead of its text); two
+    different keys colliding is a 2^-64 chance even at billions of records.
+    """
+    question, context = content_key(row)
+    digest = hashlib.blake2b(digest_size=16)
+    # The length prefix keeps ("ab", "c") and ("a", "bc") apart.
+    digest.update(f"{len(question)}:{question}\0{context}".encode("utf-8", "surrogatepass"))
+    return digest.digest()
+
+
+class _Cleaner:
+    """Cleans entries one at a time, holding only counts, ids and content digests."""
+
+    def __init__(self, keep_labels: Iterable[str], source: str) -> None:
+        self.keep_labels = tuple(keep_labels)
+        self.keep = set(self.keep_labels)
+        self.source = source
+        self.records_in = 0
+        self.kept: Counter[str] = Counter()
+        self.dropped = dict.fromkeys(DROP_REASONS, 0)
+        self.dropped_records: list[tuple[str, str, str]] = []
+        self.dropped_repeats: list[tuple[str, str, str]] = []  # repeated PMIDs: listed last, as read_raw orders them
+        self.kept_content: dict[bytes, tuple[str, str]] = {}  # content_digest -> (id, label) of the kept row
+
+    def feed(self, entry: RawRecord) -> dict[str, Any] | None:
+        """The clean row of ``entry``, or ``None`` if it is dropped (and counted).
+
+        Raises:
+            PipelineError: On a structurally bad record (see :func:`parse_record`).
+        """
+        row, reason = parse_record(entry.pmid, entry.value, self.source)
+        self.records_in += 1
+        first = None
+        if entry.duplicate:
+            reason = "duplicate_id"
+        elif reason is None and row["label"] not in self.keep:
+            reason = "maybe" if row["label"] == "maybe" else "invalid_label"
+        elif reason is None:
+            this = (row["id"], row["label"])
+            first = self.kept_content.setdefault(content_digest(row), this)
+            if first is not this:
+                reason = "duplicate_content"
+        if reason is None:
+            self.kept[row["label"]] += 1
+            return row
+        self.dropped[reason] += 1
+        listed = self.dropped_repeats if entry.duplicate else self.dropped_records
+        if reason == "invalid_label":
+            listed.append((entry.pmid, reason, f"final_decision={row['label']!r}"))
+        elif reason == "duplicate_content" and first is not None:
+            listed.append((entry.pmid, reason, _duplicate_detail(first, row)))
+        elif reason != "maybe":
+            listed.append((entry.pmid, reason, ""))
+        return None
+
+    def result(self, records: list[dict[str, Any]] | None = None) -> CleanResult:
+        """What was cleaned (``records``: the kept rows, if they were held).
+
+        Raises:
+            PipelineError: If no record was kept.
+        """
+        if not self.kept:
+            raise PipelineError(
+                f"{self.source}: no record left after cleaning ({self.records_in} in, dropped "
+                f"{_nonzero(self.dropped)}); is this the PubMedQA PQA-L file (ori_pqal.json)?"
+            )
+        listed = self.dropped_records + self.dropped_repeats
+        kept = None if records is not None else dict(self.kept)
+        return CleanResult(records or [], self.records_in, self.dropped, listed, self.keep_labels, kept)
 
 
 def clean_records(entries: Sequence[RawRecord], keep_labels: Iterable[str], source: str = "raw") -> CleanResult:
@@ -310,46 +573,43 @@ def clean_records(entries: Sequence[RawRecord], keep_labels: Iterable[str], sour
         PipelineError: On a structurally bad record (see :func:`parse_record`) or if no
             record is left.
     """
-    keep = set(keep_labels)
-    dropped = dict.fromkeys(DROP_REASONS, 0)
-    dropped_records: list[tuple[str, str, str]] = []
-    rows = []
-    kept_content: dict[tuple[str, str], dict[str, Any]] = {}  # content_key -> the kept row
+    cleaner = _Cleaner(keep_labels, source)
+    rows = [row for entry in entries if (row := cleaner.feed(entry)) is not None]
+    return cleaner.result(rows)
+
+
+def _clean_stream(raw_path: Path, cleaner: _Cleaner) -> Iterator[dict[str, Any]]:
+    """The kept rows of the raw file read by :func:`iter_raw`, with the errors of :func:`clean_records`.
+
+    Which error is reported when there are several stays as with the whole file read
+    first: a UTF-8 or JSON error anywhere, then the first bad record in file order, then
+    the first bad repeated PMID (:func:`read_raw` lists those last), then "no record left".
+    """
+    entries = iter_raw(raw_path)
+    repeat_error: PipelineError | None = None
     for entry in entries:
-        row, reason = parse_record(entry.pmid, entry.value, source)
-        first = row
-        if entry.duplicate:
-            reason = "duplicate_id"
-        elif reason is None and row["label"] not in keep:
-            reason = "maybe" if row["label"] == "maybe" else "invalid_label"
-        elif reason is None:
-            first = kept_content.setdefault(content_key(row), row)
-            if first is not row:
-                reason = "duplicate_content"
-        if reason is None:
-            rows.append(row)
-            continue
-        dropped[reason] += 1
-        if reason == "invalid_label":
-            dropped_records.append((entry.pmid, reason, f"final_decision={row['label']!r}"))
-        elif reason == "duplicate_content":
-            dropped_records.append((entry.pmid, reason, _duplicate_detail(first, row)))
-        elif reason != "maybe":
-            dropped_records.append((entry.pmid, reason, ""))
-    result = CleanResult(rows, len(entries), dropped, dropped_records, tuple(keep_labels))
-    if not rows:
-        raise PipelineError(
-            f"{source}: no record left after cleaning ({len(entries)} in, dropped {_nonzero(dropped)}); "
-            "is this the PubMedQA PQA-L file (ori_pqal.json)?"
-        )
-    return result
+        try:
+            row = cleaner.feed(entry)
+        except PipelineError as err:
+            if entry.duplicate:
+                repeat_error = repeat_error or err
+                continue
+            for _ in entries:  # the rest of the file may hold a UTF-8 or JSON error, which comes first
+                pass
+            raise
+        if row is not None and repeat_error is None:
+            yield row
+    if repeat_error is not None:
+        raise repeat_error
+    cleaner.result()  # "no record left" is an error before the table replaces the old one
 
 
-def _duplicate_detail(first: dict[str, Any], row: dict[str, Any]) -> str:
-    detail = f"same question and context as record {first['id']}"
-    if first["label"] != row["label"]:
+def _duplicate_detail(first: tuple[str, str], row: dict[str, Any]) -> str:
+    first_id, first_label = first
+    detail = f"same question and context as record {first_id}"
+    if first_label != row["label"]:
         # Worth a look: the same example answered both ways is a labelling error upstream.
-        detail += f", which is labelled {first['label']!r}, this one {row['label']!r}"
+        detail += f", which is labelled {first_label!r}, this one {row['label']!r}"
     return detail
 
 
@@ -361,7 +621,7 @@ def clean_metrics(result: CleanResult, cfg: TaskConfig) -> dict[str, Any]:
     """The clean stage's metrics: counts in/out, drops by reason, labels and provenance."""
     return {
         "records_in": result.records_in,
-        "records_out": len(result.records),
+        "records_out": result.records_out,
         "dropped": dict(result.dropped),
         "labels": result.labels,
         "provenance": provenance(task=cfg),
@@ -400,10 +660,12 @@ def clean(
     """
     if not Path(raw_path).exists():
         raise PipelineError(f"{raw_path}: not found; run the ingest stage first (dvc repro ingest)")
-    result = clean_records(read_raw(raw_path), cfg.labels, str(raw_path))
+    # Rows go to the file as they are cleaned: memory holds ids and content digests, not the table.
+    cleaner = _Cleaner(cfg.labels, str(raw_path))
+    files.write_jsonl(out_path, _clean_stream(Path(raw_path), cleaner))
+    result = cleaner.result()
     log_drops(result)
-    files.write_jsonl(out_path, result.records)
     files.write_json(metrics_path, clean_metrics(result, cfg))
     by_label = ", ".join(f"{label} {n}" for label, n in result.labels.items())
-    log.info("clean: %d records in, %d out (%s) -> %s", result.records_in, len(result.records), by_label, out_path)
+    log.info("clean: %d records in, %d out (%s) -> %s", result.records_in, result.records_out, by_label, out_path)
     return result

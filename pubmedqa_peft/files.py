@@ -63,9 +63,10 @@ def write_json(target: Path | str, obj: Any) -> None:
 
 
 def write_jsonl(target: Path | str, rows: Iterable[dict[str, Any]]) -> None:
-    """Atomically write one JSON object per line."""
-    lines = [json.dumps(r, ensure_ascii=False, allow_nan=False) for r in rows]
-    write_text(target, "".join(line + "\n" for line in lines))
+    """Atomically write one JSON object per line, as ``rows`` yields them (never all held at once)."""
+    with atomic_path(target) as tmp, tmp.open("w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
@@ -75,16 +76,22 @@ def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
         ValueError: Naming the file and line of a line that is not a JSON object.
     """
     path = Path(path)
-    rows = []
     with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not valid JSON: {err.msg}") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
+        return [row for lineno, line in enumerate(fh, start=1) if (row := jsonl_row(line, path, lineno)) is not None]
+
+
+def jsonl_row(line: str, path: Path | str, lineno: int) -> dict[str, Any] | None:
+    """One line of a JSON-lines file as :func:`read_jsonl` reads it: its object, ``None`` if blank.
+
+    Raises:
+        ValueError: Naming the file and line, if the line is not a JSON object.
+    """
+    if not line.strip():
+        return None
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{lineno}: not valid JSON: {err.msg}") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+    return row

@@ -26,19 +26,21 @@ record must end up in exactly one split: this is checked every run
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
 import random
 import tempfile
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from pubmedqa_peft import files, paths
 from pubmedqa_peft.config import SplitConfig
-from pubmedqa_peft.data import content_key, read_json_object
+from pubmedqa_peft.data import content_digest, content_key, read_json_object
 from pubmedqa_peft.fetch import fetch_verified
 from pubmedqa_peft.provenance import provenance
 from pubmedqa_peft.redaction import redact_url
@@ -183,7 +185,16 @@ def missing_ids(records: Sequence[dict[str, Any]], ids: Mapping[str, Any] | Sequ
     return [i for i in ids if i not in present]
 
 
-def check_partition(splits: Mapping[str, Sequence[dict[str, Any]]], records: Sequence[dict[str, Any]]) -> None:
+def _content_of(row: Mapping[str, Any]) -> bytes | None:
+    """A row's :func:`~pubmedqa_peft.data.content_digest`; ``None`` for a row with neither question nor context."""
+    return None if content_key(row) == ("", "") else content_digest(row)
+
+
+def check_partition(
+    splits: Mapping[str, Sequence[dict[str, Any]]],
+    records: Sequence[dict[str, Any]],
+    content: Callable[[Mapping[str, Any]], Hashable | None] = _content_of,
+) -> None:
     """Check that the splits hold every record exactly once and share no id or content.
 
     Content is compared by :func:`~pubmedqa_peft.data.content_key`, so a record copied
@@ -195,6 +206,8 @@ def check_partition(splits: Mapping[str, Sequence[dict[str, Any]]], records: Seq
     Args:
         splits: The split name -> records mapping to check.
         records: The records that were split.
+        content: What a record's content is, ``None`` for none; by default its
+            :func:`~pubmedqa_peft.data.content_digest` (index entries carry it precomputed).
 
     Raises:
         PipelineError: Naming the first id found in two splits (or twice in one), the
@@ -202,7 +215,7 @@ def check_partition(splits: Mapping[str, Sequence[dict[str, Any]]], records: Seq
             records lost or added.
     """
     where: dict[str, str] = {}
-    first_with: dict[tuple[str, str], tuple[str, str]] = {}  # content_key -> (id, split) seen first
+    first_with: dict[Hashable, tuple[str, str]] = {}  # content -> (id, split) seen first
     for name, rows in splits.items():
         for r in rows:
             if r["id"] in where:
@@ -210,8 +223,8 @@ def check_partition(splits: Mapping[str, Sequence[dict[str, Any]]], records: Seq
                     f"split: record {r['id']!r} is in both {where[r['id']]} and {name}; splits must not overlap"
                 )
             where[r["id"]] = name
-            key = content_key(r)
-            if key == ("", ""):
+            key = content(r)
+            if key is None:
                 continue
             first_id, first_split = first_with.setdefault(key, (r["id"], name))
             if first_split != name:
@@ -236,6 +249,58 @@ def split_counts(splits: Mapping[str, Sequence[dict[str, Any]]]) -> dict[str, di
     return counts
 
 
+def _universal_lines(fh: Any) -> Iterator[tuple[int, int, bytes]]:
+    r"""``(offset, size, bytes)`` of each line as text mode reads it (``\n``, ``\r\n`` or ``\r`` ends one)."""
+    offset = 0
+    for raw in fh:
+        body = raw[:-1] if raw.endswith(b"\n") else raw
+        pieces = body.split(b"\r")
+        if len(pieces) > 1 and not pieces[-1]:
+            pieces.pop()  # "\r\n" (or a final "\r") ends the line before it
+        at = offset
+        for piece in pieces:
+            yield at, len(piece), piece
+            at += len(piece) + 1
+        offset += len(raw)
+
+
+def _clean_rows(path: Path) -> Iterator[tuple[dict[str, Any], int, int]]:
+    """Each record of the clean table with its byte offset and size, checked as :func:`load_clean` says.
+
+    Read line by line, holding only the ids seen. When several things are wrong the
+    message is the one reading the whole file first gives: a line that is not a JSON
+    object (or not UTF-8), then the first bad record, then "no records".
+    """
+    if not path.exists():
+        raise PipelineError(f"{path}: not found; run the clean stage first (dvc repro clean)")
+    seen: set[str] = set()
+    problem: str | None = None
+    with path.open("rb") as fh:
+        for lineno, (offset, size, data) in enumerate(_universal_lines(fh), start=1):
+            try:
+                r = files.jsonl_row(data.decode("utf-8"), path, lineno)
+            except UnicodeDecodeError as err:
+                raise PipelineError(f"{path}:{lineno}: not UTF-8: {err}") from None
+            except ValueError as err:
+                raise PipelineError(str(err)) from None
+            if r is None or problem is not None:
+                continue  # blank; or past a bad record, where only a broken line could still come first
+            rid = r.get("id")
+            if not isinstance(rid, str) or not rid:
+                problem = f"{path}: record {len(seen) + 1}: missing or non-string id"
+            elif r.get("label") not in TASK_LABELS:
+                problem = f"{path}: record {rid!r}: label {r.get('label')!r} is not yes, no or maybe"
+            elif rid in seen:
+                problem = f"{path}: record {rid!r} appears more than once"
+            else:
+                seen.add(rid)
+                yield r, offset, size
+    if problem is not None:
+        raise PipelineError(problem)
+    if not seen:
+        raise PipelineError(f"{path}: no records")
+
+
 def load_clean(path: Path | str = paths.CLEAN_RECORDS) -> list[dict[str, Any]]:
     """Read and check the cleaned table.
 
@@ -249,26 +314,30 @@ def load_clean(path: Path | str = paths.CLEAN_RECORDS) -> list[dict[str, Any]]:
         PipelineError: If the file is missing, a line is not a JSON object, a record has
             no string ``id`` or a label other than yes/no/maybe, or an id repeats.
     """
-    path = Path(path)
-    if not path.exists():
-        raise PipelineError(f"{path}: not found; run the clean stage first (dvc repro clean)")
-    try:
-        records = files.read_jsonl(path)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise PipelineError(str(err) if isinstance(err, ValueError) else f"{path}: not UTF-8: {err}") from None
-    seen: set[str] = set()
-    for n, r in enumerate(records, start=1):
-        rid = r.get("id")
-        if not isinstance(rid, str) or not rid:
-            raise PipelineError(f"{path}: record {n}: missing or non-string id")
-        if r.get("label") not in TASK_LABELS:
-            raise PipelineError(f"{path}: record {rid!r}: label {r.get('label')!r} is not yes, no or maybe")
-        if rid in seen:
-            raise PipelineError(f"{path}: record {rid!r} appears more than once")
-        seen.add(rid)
-    if not records:
-        raise PipelineError(f"{path}: no records")
-    return records
+    return [r for r, _offset, _size in _clean_rows(Path(path))]
+
+
+def index_clean(path: Path | str = paths.CLEAN_RECORDS) -> list[dict[str, Any]]:
+    """The cleaned table as small entries, checked as :func:`load_clean` checks it.
+
+    Each entry is ``{"id", "label", "content", "at"}``: the record's id and label, its
+    content digest (:func:`_content_of`) and where its line is (``(offset, size)`` in
+    bytes), so the split functions and :func:`check_partition` work on entries of ~100
+    bytes instead of whole records, and :func:`write_splits` reads each record back.
+
+    Args:
+        path: The clean JSON-lines file.
+
+    Returns:
+        One entry per record, in file order.
+
+    Raises:
+        PipelineError: As :func:`load_clean`.
+    """
+    return [
+        {"id": r["id"], "label": r["label"], "content": _content_of(r), "at": (offset, size)}
+        for r, offset, size in _clean_rows(Path(path))
+    ]
 
 
 def load_official_test_ids(cfg: SplitConfig, timeout_s: float) -> dict[str, Any]:
@@ -305,12 +374,33 @@ def load_official_test_ids(cfg: SplitConfig, timeout_s: float) -> dict[str, Any]
     return dict(ids)
 
 
-def write_splits(splits: Mapping[str, Sequence[dict[str, Any]]], splits_dir: Path = paths.SPLITS_DIR) -> None:
-    """Write ``<split>.jsonl`` for every split, replacing ``splits_dir`` as a whole atomically."""
-    with files.atomic_path(splits_dir) as tmp:
+def _read_back(fh: Any, entries: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The records of :func:`index_clean` entries, read back one at a time from the open clean table."""
+    for entry in entries:
+        offset, size = entry["at"]
+        fh.seek(offset)
+        yield json.loads(fh.read(size).decode("utf-8"))
+
+
+def write_splits(
+    splits: Mapping[str, Sequence[dict[str, Any]]],
+    splits_dir: Path = paths.SPLITS_DIR,
+    clean_path: Path | None = None,
+) -> None:
+    """Write ``<split>.jsonl`` for every split, replacing ``splits_dir`` as a whole atomically.
+
+    Args:
+        splits: The records of each split, or with ``clean_path`` its :func:`index_clean`
+            entries, whose records are then read back from that file one at a time.
+        splits_dir: The directory to replace.
+        clean_path: The clean table the entries index, if they are entries.
+    """
+    with files.atomic_path(splits_dir) as tmp, contextlib.ExitStack() as stack:
         tmp.mkdir()
+        fh = stack.enter_context(clean_path.open("rb")) if clean_path is not None else None
         for name in SPLIT_NAMES:
-            files.write_jsonl(tmp / paths.split_file(name).name, splits[name])
+            rows = splits[name] if fh is None else _read_back(fh, splits[name])
+            files.write_jsonl(tmp / paths.split_file(name).name, rows)
 
 
 def split(
@@ -330,13 +420,15 @@ def split(
         metrics_path: The metrics JSON.
 
     Returns:
-        The splits.
+        The splits as :func:`index_clean` entries (id, label, content digest, place in
+        the clean table): the records themselves are read back only to be written, so
+        memory holds ~100 bytes a record, not the table.
 
     Raises:
         PipelineError: On bad input, an unreachable official id file, an empty split or
             an overlap; nothing is written then.
     """
-    records = load_clean(clean_path)
+    records = index_clean(clean_path)
     fractions = cfg.fractions.model_dump()
     metrics: dict[str, Any] = {"strategy": cfg.strategy}
     if cfg.strategy == "official":
@@ -356,7 +448,7 @@ def split(
             )
     else:
         splits = stratified_split(records, fractions, cfg.seed)
-    check_partition(splits, records)
+    check_partition(splits, records, content=lambda entry: entry["content"])
     empty = [name for name in SPLIT_NAMES if not splits[name]]
     if empty:
         raise PipelineError(
@@ -370,7 +462,7 @@ def split(
         metrics["official_ids_missing"] = len(missing)
         metrics["official_ids_missing_by_label"] = dict(sorted(by_label.items()))
     metrics["provenance"] = provenance(split=cfg)
-    write_splits(splits, splits_dir)
+    write_splits(splits, splits_dir, clean_path=Path(clean_path))
     files.write_json(metrics_path, metrics)
     for name in SPLIT_NAMES:
         c = counts[name]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pubmedqa_peft import files
+from pubmedqa_peft import data, files
 from pubmedqa_peft.config import TaskConfig
 from pubmedqa_peft.data import (
     COLUMNS,
@@ -17,10 +17,14 @@ from pubmedqa_peft.data import (
     CleanResult,
     RawRecord,
     clean,
+    clean_metrics,
     clean_records,
+    content_digest,
     content_key,
+    iter_raw,
     log_drops,
     normalize_whitespace,
+    read_json_object,
     read_raw,
 )
 from pubmedqa_peft.stage import PipelineError
@@ -119,7 +123,8 @@ def test_clean_builds_the_table_columns(io: Outputs) -> None:
     )
     result = io.run()
     rows = files.read_jsonl(io.out)
-    assert rows == result.records
+    # The stage streams its rows to the file and keeps only their counts.
+    assert result.records == [] and result.records_out == 2 and result.labels == {"yes": 1, "no": 1}
     assert [tuple(r) for r in rows] == [COLUMNS, COLUMNS]
     first, second = rows
     assert first == {
@@ -233,9 +238,8 @@ def test_duplicate_pmid_in_raw_text_keeps_the_first(io: Outputs) -> None:
     result = io.run()
     assert result.records_in == 4
     assert result.dropped["duplicate_id"] == 2
-    assert [(r["id"], r["question"]) for r in result.records] == [("5", "First?"), ("6", "Other?")]
     assert result.dropped_records == [("5", "duplicate_id", ""), ("5", "duplicate_id", "")]
-    assert [r["id"] for r in files.read_jsonl(io.out)] == ["5", "6"]
+    assert [(r["id"], r["question"]) for r in files.read_jsonl(io.out)] == [("5", "First?"), ("6", "Other?")]
 
 
 def test_same_content_under_another_pmid_keeps_the_first(io: Outputs) -> None:
@@ -424,7 +428,174 @@ def test_real_data_counts(shared_data: Path, tmp_path: Path) -> None:
     assert metrics["labels"] == {"yes": 552, "no": 338}
     assert metrics["dropped"] == dict.fromkeys(DROP_REASONS, 0) | {"maybe": 110}
     rows = files.read_jsonl(out)
-    assert rows == result.records and len({r["id"] for r in rows}) == 890
+    assert result.records_out == len(rows) == len({r["id"] for r in rows}) == 890
     # PQA-L holds no content duplicates: the counts above are those from before they were looked for.
     assert metrics["dropped"]["duplicate_content"] == 0 and len({content_key(r) for r in rows}) == 890
     assert all(r["question"] and r["context"] and "  " not in r["context"] for r in rows)
+
+
+# --- streaming (PQA-A-sized files) ---------------------------------------------------------
+
+
+def whole_file_raw(path: Path) -> list[RawRecord]:
+    """The entries as the whole-file reader gives them: what the streaming reader must match."""
+    obj, repeated = read_json_object(path)
+    return [RawRecord(p, v, False) for p, v in obj.items()] + [RawRecord(p, v, True) for p, v in repeated]
+
+
+def outcome(read: Any, path: Path) -> Any:
+    try:
+        return [(e.pmid, e.value, e.duplicate) for e in read(path)]
+    except PipelineError as err:
+        return f"error: {err}"
+
+
+@pytest.fixture
+def tiny_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 7 bytes and 5 characters of look-ahead: every record and UTF-8 sequence is cut somewhere."""
+    monkeypatch.setattr(data, "READ_BYTES", 7)
+    monkeypatch.setattr(data, "LOOKAHEAD_CHARS", 5)
+    monkeypatch.setattr(data, "TRUNCATION_MARGIN", 4)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '\ufeff{"x": {"Q": "caf\u00e9 \u65e5\u672c \U0001f600"}, "y": [1,\n 2.5e3, null, true],\r\n "x": {"Q": 2}  }\n',
+        '{"a": {"b": {"c": "' + "long " * 40 + '"}}, "z": -12.75}',
+        '{"QUESTION": {"k": 1, "k": 2}, "\\u00e9\\n": "\\"escaped\\" \\ud800"}',
+        "{}",
+        '{\n  "1": {"QUESTION": "q"\n  "2": {}\n}',
+        '{"a": 1,}',
+        '{"a" 1}',
+        '{"a": tru}',
+        '{"a": [1, 2}',
+        '{"a": 1.}',
+        '{"a": {}} x',
+        '{"a": {}}\n\n  {',
+        '{"a": "unterminated',
+        '{"a": "control \x01 char"}',
+        '{"a": "\\x"}',
+        '{"a": "\\u12"}',
+        '{"a":\n\n   }',
+        '{"a": 1',
+        "{",
+        '{"a": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        "",
+        "  \n",
+        "\ufeff",
+        "[1, 2]",
+        '"just a string"',
+    ],
+)
+def test_streaming_reader_gives_what_the_whole_file_reader_gives(
+    content: str, tmp_path: Path, tiny_buffers: None
+) -> None:
+    path = tmp_path / "raw.json"
+    path.write_text(content, encoding="utf-8")
+    expected = outcome(whole_file_raw, path)
+    assert outcome(read_raw, path) == expected
+
+
+def test_streaming_reader_yields_repeated_pmids_where_they_are(tmp_path: Path, tiny_buffers: None) -> None:
+    path = tmp_path / "raw.json"
+    path.write_text('{"x": {"n": 1}, "y": {}, "x": {"n": 2}, "z": {}}', encoding="utf-8")
+    entries = [(e.pmid, e.value, e.duplicate) for e in iter_raw(path)]
+    assert entries == [("x", {"n": 1}, False), ("y", {}, False), ("x", {"n": 2}, True), ("z", {}, False)]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"a": {"Q": "caf\xe9"}}',  # Latin-1
+        b'{"a": 1,, "b": "\xff"}',  # a JSON error first, a UTF-8 error later: the UTF-8 one is reported
+        b'{"a": "\xe6\x97"}',  # a cut sequence
+        b'{"a": "ok"}\n\n\n \xc3',  # at the very end
+    ],
+)
+def test_streaming_reader_names_the_bad_utf8_byte_like_the_whole_file_reader(
+    content: bytes, tmp_path: Path, tiny_buffers: None
+) -> None:
+    path = tmp_path / "raw.json"
+    path.write_bytes(content)
+    expected = outcome(whole_file_raw, path)
+    assert "not valid UTF-8 at byte" in expected and outcome(read_raw, path) == expected
+
+
+def whole_file_clean_error(path: Path) -> str:
+    try:
+        clean_records(whole_file_raw(path), KEEP, str(path))
+    except PipelineError as err:
+        return str(err)
+    raise AssertionError("no error")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        # a bad record, then a JSON error further on: the JSON error, as the whole-file read reports it
+        '{"1": {"QUESTION": 12}, "2": {"QUESTION": "q", }',
+        # a bad repeat of a PMID, then a bad record: the bad record (repeats are looked at last)
+        '{"1": {"QUESTION": "q?"}, "1": {"QUESTION": 5}, "2": {"CONTEXTS": "x"}}',
+        # only a bad repeat: reported, even though it comes before good records
+        '{"1": {"QUESTION": "q?", "CONTEXTS": ["c"], "final_decision": "yes"}, "1": [1], "3": {}}',
+        # nothing kept
+        '{"1": {"QUESTION": "q?", "CONTEXTS": ["c"], "final_decision": "maybe"}, "1": {}}',
+    ],
+)
+def test_clean_reports_the_error_the_whole_file_read_reports(content: str, io: Outputs) -> None:
+    io.write(content)
+    with pytest.raises(PipelineError) as err:
+        io.run()
+    assert str(err.value) == whole_file_clean_error(io.raw)
+    io.assert_nothing_written()
+
+
+def test_streaming_reader_on_real_data_in_small_chunks(shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data, "READ_BYTES", 4093)  # a prime: chunks end everywhere, mid-character included
+    monkeypatch.setattr(data, "LOOKAHEAD_CHARS", 1000)
+    path = shared_data / "ori_pqal.json"
+    assert outcome(read_raw, path) == outcome(whole_file_raw, path)
+
+
+@pytest.mark.parametrize("labels", [["yes", "no"], ["yes", "no", "maybe"]])
+def test_streamed_clean_writes_what_the_whole_file_clean_wrote(
+    shared_data: Path, tmp_path: Path, labels: list[str]
+) -> None:
+    """The real PQA-L: the streamed stage's table and metrics are byte for byte those of the old path."""
+    cfg = TaskConfig(labels=labels)
+    raw = shared_data / "ori_pqal.json"
+    held = clean_records(whole_file_raw(raw), labels, str(raw))
+    files.write_jsonl(tmp_path / "held.jsonl", held.records)
+    files.write_json(tmp_path / "held.json", clean_metrics(held, cfg))
+    streamed = clean(cfg, raw, tmp_path / "out.jsonl", tmp_path / "out.json")
+    assert (tmp_path / "out.jsonl").read_bytes() == (tmp_path / "held.jsonl").read_bytes()
+    assert (tmp_path / "out.json").read_bytes() == (tmp_path / "held.json").read_bytes()
+    assert streamed.dropped_records == held.dropped_records
+
+
+def test_pqaa_shaped_records_are_cleaned(io: Outputs) -> None:
+    """PQA-A's records have no reasoning_* keys and only yes/no labels: all are kept."""
+    raw = {}
+    for i in range(40):
+        rec = record(label="no" if i % 10 == 0 else "yes")
+        del rec["reasoning_required_pred"], rec["reasoning_free_pred"]
+        raw[str(900_000_000 + i)] = rec
+    io.write(raw)
+    result = io.run()
+    assert result.records_out == 40 and result.labels == {"yes": 36, "no": 4}
+    assert sum(result.dropped.values()) == 0
+    assert [r["id"] for r in files.read_jsonl(io.out)] == list(raw)
+
+
+def test_content_digest_is_equal_exactly_when_content_key_is() -> None:
+    rows = [
+        {"question": "Is it?", "context": "A b."},
+        {"question": " IS  it?", "context": "a B."},
+        {"question": "Is it?A", "context": " b."},
+        {"question": "Is it?", "context": "A b. "},
+        {"question": None, "context": ""},
+        {},
+    ]
+    for a, b in itertools.product(rows, repeat=2):
+        assert (content_digest(a) == content_digest(b)) == (content_key(a) == content_key(b)), (a, b)

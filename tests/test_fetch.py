@@ -279,3 +279,14 @@ def test_ingest_stage_exits_1_with_message_and_no_output(
     assert "Traceback" not in err
     assert not (tmp_path / "data" / "raw" / "ori_pqal.json").exists()
     assert leftovers(tmp_path / "data" / "raw") == []
+
+
+def test_ingest_takes_a_generated_pqaa_file_with_its_printed_hash(tmp_path: Path, shared_data: Path) -> None:
+    from pubmedqa_peft.large_data import write_pqaa
+
+    raw = tmp_path / "pqaa" / "ori_pqaa.json"
+    sha = write_pqaa(raw, 200, 0, shared_data / "ori_pqal.json")
+    dest = ingest(IngestConfig(source=str(raw), sha256=sha), tmp_path / "data" / "raw" / "ori_pqal.json")
+    assert dest.read_bytes() == raw.read_bytes()
+    with pytest.raises(PipelineError, match=r"ingest\.sha256"):
+        ingest(IngestConfig(source=str(raw), sha256=sha256_file(shared_data / "ori_pqal.json")), dest)

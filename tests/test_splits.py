@@ -16,11 +16,13 @@ from pubmedqa_peft.splits import (
     SPLIT_NAMES,
     allocate,
     check_partition,
+    index_clean,
     load_clean,
     official_split,
     split,
     split_counts,
     stratified_split,
+    write_splits,
 )
 from pubmedqa_peft.stage import PipelineError
 
@@ -250,9 +252,11 @@ def test_split_writes_three_files_and_metrics(tmp_path: Path) -> None:
     result = split(SplitConfig(seed=3), clean_path=clean_path, splits_dir=out, metrics_path=metrics_path)
     assert sorted(p.name for p in out.iterdir()) == ["test.jsonl", "train.jsonl", "val.jsonl"]
     assert sorted(p.name for p in out.parent.iterdir()) == ["clean", "splits"]
+    by_id = {r["id"]: r for r in records}
     for name in SPLIT_NAMES:
-        assert files.read_jsonl(out / f"{name}.jsonl") == result[name]
-    assert set(result["train"][0]) == set(records[0])  # all cleaned columns kept
+        # split() returns small index entries; the files hold the whole records, in the same order.
+        assert files.read_jsonl(out / f"{name}.jsonl") == [by_id[e["id"]] for e in result[name]]
+        assert [e["label"] for e in result[name]] == [by_id[e["id"]]["label"] for e in result[name]]
     metrics = json.loads(metrics_path.read_text())
     assert metrics["strategy"] == "stratified" and metrics["total"] == 50
     assert "official_ids_missing" not in metrics
@@ -390,3 +394,61 @@ def test_real_data_official(real_clean: Path, shared_data: Path, tmp_path: Path)
     assert metrics["official_ids_missing"] == 55
     assert metrics["official_ids_missing_by_label"] == {"maybe": 55}
     assert metrics["counts"]["train"]["total"] + metrics["counts"]["val"]["total"] == 445
+
+
+# --- streaming: the split stage holds index entries, not records ------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["stratified", "official"])
+def test_streamed_split_writes_what_the_held_records_gave(
+    real_clean: Path, shared_data: Path, tmp_path: Path, strategy: str
+) -> None:
+    """The real PQA-L: splitting index entries and reading records back gives the same bytes."""
+    cfg = SplitConfig(strategy=strategy, official_test_ids=str(shared_data / "test_ground_truth.json"))
+    records = load_clean(real_clean)
+    fractions = cfg.fractions.model_dump()
+    if strategy == "official":
+        test_ids = json.loads((shared_data / "test_ground_truth.json").read_text())
+        held = official_split(records, list(test_ids), fractions, cfg.seed)
+    else:
+        held = stratified_split(records, fractions, cfg.seed)
+    write_splits(held, tmp_path / "held")
+    split(cfg, clean_path=real_clean, splits_dir=tmp_path / "streamed", metrics_path=tmp_path / "m.json")
+    for name in SPLIT_NAMES:
+        streamed, held_file = (tmp_path / d / f"{name}.jsonl" for d in ("streamed", "held"))
+        assert streamed.read_bytes() == held_file.read_bytes()
+    assert json.loads((tmp_path / "m.json").read_text())["counts"] == split_counts(held)
+
+
+def test_index_entries_point_at_their_lines_whatever_the_line_endings(tmp_path: Path) -> None:
+    rows = make_records(6, 4)
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    rows[3]["question"] = "caf\u00e9 \u65e5\u672c?"  # multi-byte characters shift the byte offsets
+    lines[3] = json.dumps(rows[3], ensure_ascii=False)
+    endings = ["\n", "\r\n", "\r", "\n\n", "  \r\n", "\n", "\r\r\n", "\n", "\n \n", ""]
+    path = tmp_path / "pqal.jsonl"
+    path.write_bytes("".join(line + end for line, end in zip(lines, endings, strict=True)).encode("utf-8"))
+    assert load_clean(path) == files.read_jsonl(path) == rows
+    entries = index_clean(path)
+    assert [(e["id"], e["label"]) for e in entries] == [(r["id"], r["label"]) for r in rows]
+    write_splits({"train": entries[:5], "val": entries[5:8], "test": entries[8:]}, tmp_path / "s", clean_path=path)
+    assert files.read_jsonl(tmp_path / "s" / "train.jsonl") == rows[:5]
+    assert files.read_jsonl(tmp_path / "s" / "test.jsonl") == rows[8:]
+
+
+def test_a_broken_line_is_reported_before_an_earlier_bad_record(tmp_path: Path) -> None:
+    path = tmp_path / "pqal.jsonl"
+    path.write_text('{"id": "1", "label": "perhaps"}\n{"id": "2", "label": "yes"}\nnot json\n', encoding="utf-8")
+    with pytest.raises(PipelineError, match=r"pqal\.jsonl:3: not valid JSON"):
+        load_clean(path)
+    with pytest.raises(PipelineError, match=r"pqal\.jsonl:3: not valid JSON"):
+        index_clean(path)
+
+
+def test_check_partition_finds_shared_content_through_entries(tmp_path: Path) -> None:
+    records = make_records(5, 5)
+    records[7] = {**records[7], "question": records[1]["question"].upper(), "context": records[1]["context"]}
+    entries = index_clean(write_clean(tmp_path, records))
+    splits = {"train": entries[:5], "val": entries[5:], "test": []}
+    with pytest.raises(PipelineError, match=f"'{records[1]['id']}' \\(train\\) and '{records[7]['id']}' \\(val\\)"):
+        check_partition(splits, entries, content=lambda e: e["content"])
