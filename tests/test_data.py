@@ -599,3 +599,20 @@ def test_content_digest_is_equal_exactly_when_content_key_is() -> None:
     ]
     for a, b in itertools.product(rows, repeat=2):
         assert (content_digest(a) == content_digest(b)) == (content_key(a) == content_key(b)), (a, b)
+
+
+def test_normalize_whitespace_is_the_regex_it_replaced() -> None:
+    """``" ".join(text.split())`` is ``re.sub(r"\\s+", " ", text).strip()``: same characters, same result."""
+    import random
+    import re
+    import sys
+
+    regex = re.compile(r"\s+")
+    every_char = "".join(map(chr, range(sys.maxunicode + 1)))
+    spaces = list("".join(regex.findall(every_char)))
+    assert spaces == [c for c in every_char if c.isspace()]
+    rng = random.Random(0)
+    alphabet = [*spaces, "a", "\u00e9", "\u200b", "."]
+    for _ in range(3000):
+        text = "".join(rng.choices(alphabet, k=rng.randint(0, 12)))
+        assert normalize_whitespace(text) == regex.sub(" ", text).strip(), repr(text)
