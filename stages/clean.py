@@ -1,5 +1,8 @@
 """Stage ``clean``: parse the raw PQA-L file into one table of records with the task's labels.
 
+The raw file is read in chunks and the rows written as they are cleaned, so a PQA-A-sized
+file (211k records) costs time linear in its records and little memory (README "Large data").
+
 Inputs:
     ``data/raw/ori_pqal.json``.
 Outputs:

@@ -1,4 +1,4 @@
-"""Stage ``ingest``: fetch the raw PubMedQA PQA-L file and verify its SHA-256.
+"""Stage ``ingest``: fetch the raw PubMedQA PQA-L file (or a PQA-A one, see README "Large data") and verify its SHA-256.
 
 Inputs:
     ``ingest.source`` (URL or local path, e.g. ``../shared/data/pubmedqa/ori_pqal.json``).

@@ -1,5 +1,8 @@
 """Stage ``split``: divide the clean table into train, val and test.
 
+The records are split as small index entries and read back one at a time to be written
+(README "Large data").
+
 Inputs:
     ``data/clean/pqal.jsonl``; with ``split.strategy: official`` also
     ``split.official_test_ids`` (URL or local path, hash-checked, not kept).
