@@ -90,7 +90,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pubmedqa_peft.scoring import _run_batches, cpu_workers
+from pubmedqa_peft.scoring import _run_batches, autocast, cpu_workers
 
 log = logging.getLogger(__name__)
 
@@ -553,6 +553,7 @@ def score_answers_causal(
     reuse_prompt: bool = True,
     progress: bool = True,
     desc: str = "scoring",
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Log-likelihood of each answer after each prompt under a decoder-only model.
 
@@ -573,6 +574,8 @@ def score_answers_causal(
             cache that does not allow reuse.
         progress: Show a tqdm bar over batches.
         desc: Label of the progress bar.
+        precision: ``fp32`` (default, no autocast), or ``bf16`` / ``fp16`` to run the
+            forward passes under :func:`pubmedqa_peft.scoring.autocast`.
 
     Returns:
         Array ``(len(prompts), len(answers))`` of summed log-probabilities (float64), in
@@ -607,8 +610,8 @@ def score_answers_causal(
     log.debug("scoring %d prompts x %d answers in %d batches (%s)", n, len(answers), len(batches), plan)
 
     def score(idx: np.ndarray) -> np.ndarray:
-        # inference_mode is per thread, so each batch enters it in the thread that runs it.
-        with torch.inference_mode():
+        # inference_mode and autocast are per thread, so each batch enters them in the thread that runs it.
+        with torch.inference_mode(), autocast(device, precision):
             batch = [requests[i] for i in idx]
             if reuse_prompt and plan.method != "other":
                 scores = _score_batch(model, batch, pad_id, plan, padding_side)

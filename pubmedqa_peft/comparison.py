@@ -82,6 +82,8 @@ class Comparison:
         self.splits = splits
         modeling.set_threads(params.model.threads)
         self.device = modeling.resolve_device(params.model.device)
+        # Every model (base, trained, few-shot) is scored in this one precision.
+        self.precision = modeling.resolve_precision(params.evaluate.precision, self.device, "evaluate.precision")
         self.tokenizer = modeling.load_tokenizer(params.model.name)
         # A decoder-only model's prompt leaves room for its answer in the same sequence.
         family = modeling.load_family(params.model.name)
@@ -120,6 +122,7 @@ class Comparison:
                 desc=f"{name} {s}",
                 chat=self.chat,
                 labels=self.labels,
+                precision=self.precision,
             )
             if s == "test":
                 throughput = len(prompts[s]) / (time.perf_counter() - start)
@@ -133,6 +136,7 @@ class Comparison:
             self.max_len,
             self.chat,
             self.labels,
+            self.precision,
         )
         log.info("%s: test latency median %.4fs, throughput %.1f ex/s", name, latency["median"], throughput)
         return MethodResult(probs, {k: latency[k] for k in ("median", "p90")}, throughput, 0, self.base_total)
@@ -165,6 +169,7 @@ class Comparison:
                     desc=f"{method} seed {seed} {s}",
                     chat=self.chat,
                     labels=self.labels,
+                    precision=self.precision,
                 )
                 probs[s] = scoring.probabilities(loglik)
             result.extra.setdefault("seed_probs", {})[seed] = probs
@@ -414,6 +419,9 @@ def run_evaluate_stage(params: Params) -> dict[str, Any]:
     doc["fewshot_exemplars"] = {n: r.extra["exemplar_ids"] for n, r in results.items() if "exemplar_ids" in r.extra}
     doc["tfidf_logreg_choice"] = results["tfidf_logreg"].extra["choice"]
     doc["provenance"] = provenance(model=params.model, evaluate=params.evaluate)
+    # What evaluate.precision resolved to on this device (auto differs by machine). Kept
+    # under provenance: like the versions, it says how the numbers were made.
+    doc["provenance"]["precision"] = cmp.precision
     write_plot_data(paths.EVAL_PLOTS_DIR, params, splits["test"], results)
     files.write_json(paths.EVAL_METRICS, doc)
     for name, m in doc["test"].items():

@@ -50,6 +50,9 @@ class RunManifest(BaseModel):
     """Dtype of the quantized layers' compute (meaningful with ``quantize``)."""
     dtype: str = "float32"
     """Dtype of the non-quantized weights."""
+    precision: Literal["fp32", "bf16", "fp16"] | None = None
+    """``train.precision`` as resolved on the training device (autocast dtype of the updates);
+    None in manifests written before it was recorded."""
 
 
 def training_stage(directory: Path | str) -> str:

@@ -133,9 +133,10 @@ def set_threads(n: int) -> None:
 def choose_dtype(device: torch.device) -> torch.dtype:
     """The dtype the base model's weights are loaded in: float32 on every device.
 
-    Why not bfloat16 on CUDA: the trainer already runs CUDA steps under bf16 autocast,
-    which gives the speed; bf16 *weights* would also make frozen scores differ from the
-    CPU run and put trainable soft prompts in bf16. T5 overflows in float16.
+    Why not bfloat16 on CUDA: training and scoring run under autocast there
+    (:func:`resolve_precision`), which gives the speed; bf16 *weights* would also put
+    trainable soft prompts in bf16 and leave no way to score in float32. T5 overflows in
+    float16.
 
     Args:
         device: Where the model will run.
@@ -145,6 +146,55 @@ def choose_dtype(device: torch.device) -> torch.dtype:
     """
     del device  # same answer everywhere, see the docstring; kept so callers need not change
     return torch.float32
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+"""What a ``precision`` setting resolves to (``auto`` is resolved per device by :func:`resolve_precision`)."""
+
+
+class PrecisionError(PipelineError):
+    """A ``precision`` setting this device cannot run."""
+
+
+def resolve_precision(setting: str, device: torch.device, key: str) -> str:
+    """What a ``train.precision`` / ``evaluate.precision`` setting means on ``device``.
+
+    Mixed precision keeps the weights in float32 (:func:`choose_dtype`) and runs the
+    forward (and, in training, the backward) under ``torch.autocast``: the Trainer's
+    ``bf16`` / ``fp16`` flags in training, :func:`pubmedqa_peft.scoring.autocast` in scoring.
+
+    Args:
+        setting: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
+        device: Where the model runs.
+        key: The params key behind ``setting``, named in errors (``train.precision``).
+
+    Returns:
+        ``fp32``, ``bf16`` or ``fp16``. ``auto`` gives bf16 on a GPU with native bf16
+        (CUDA compute capability 8 and up: emulated bf16 on older GPUs is slower than
+        fp32), fp16 (with loss scaling in training) on older CUDA GPUs, and fp32 on CPU
+        and MPS, where the numbers then stay exactly those of a float32 run.
+
+    Raises:
+        PrecisionError: For fp16 on a CPU, or bf16 on a CUDA GPU without native bf16.
+    """
+    if setting not in ("auto", *PRECISIONS):
+        raise PrecisionError(f"{key}={setting!r} is not a precision; allowed: auto, {', '.join(PRECISIONS)}")
+    cuda = device.type == "cuda"
+    native_bf16 = cuda and torch.cuda.is_bf16_supported(including_emulation=False)
+    if setting == "auto":
+        precision = ("bf16" if native_bf16 else "fp16") if cuda else "fp32"
+    elif setting == "fp16" and device.type == "cpu":
+        # fp16 needs loss scaling (its range is narrow) and is slow on CPUs; bf16 has float32's range.
+        raise PrecisionError(f"{key}=fp16 is not supported on a CPU; set {key}: bf16 (or fp32 or auto)")
+    elif setting == "bf16" and cuda and not native_bf16:
+        raise PrecisionError(
+            f"{key}=bf16 but this GPU has no native bfloat16 (compute capability below 8.0); "
+            f"set {key}: fp16 (or auto or fp32)"
+        )
+    else:
+        precision = setting
+    log.info("%s: %s on %s (requested %s)", key, precision, device.type, setting)
+    return precision
 
 
 def _looks_like_path(name: str) -> bool:

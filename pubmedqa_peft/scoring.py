@@ -63,6 +63,32 @@ from pubmedqa_peft.prompts import LABELS, verbalize
 
 log = logging.getLogger(__name__)
 
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+"""The autocast dtype of each mixed precision (``evaluate.precision`` resolved by
+:func:`pubmedqa_peft.modeling.resolve_precision`)."""
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """The context a scoring forward runs in for ``precision`` (``fp32``, ``bf16`` or ``fp16``).
+
+    ``fp32`` is no context at all, so float32 scores are bit-identical to code that never
+    heard of precision. Weights stay float32; autocast runs matmuls in the lower
+    precision, and log-softmax is taken in float32 either way. Autocast state is per
+    thread: it is entered in the thread that runs the batch.
+
+    Args:
+        device: Where the model runs.
+        precision: A resolved precision.
+
+    Returns:
+        ``torch.autocast`` with the precision's dtype, or a null context for fp32.
+    """
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision not in AUTOCAST_DTYPES:
+        raise ValueError(f"unknown precision {precision!r}; allowed: fp32, {', '.join(AUTOCAST_DTYPES)}")
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
+
 
 def _device(model: Any) -> torch.device:
     return next(model.parameters()).device
@@ -274,6 +300,7 @@ def score_yes_no(
     desc: str = "scoring",
     chat: bool = False,
     labels: Sequence[str] = LABELS,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Log-likelihood of each answer for each prompt.
 
@@ -302,6 +329,8 @@ def score_yes_no(
             follows them with no space; see :func:`pubmedqa_peft.families.answer_delimiter`).
         labels: The answers to score, in column order (default: ``("no", "yes")``; the
             three-label task adds ``maybe``).
+        precision: ``fp32`` (default, bit-identical to scoring without autocast), or
+            ``bf16`` / ``fp16`` to run the forward passes under :func:`autocast`.
 
     Returns:
         Array of shape ``(len(prompts), K)``: ``[log P(no), log P(yes)]`` per prompt for
@@ -317,7 +346,7 @@ def score_yes_no(
     if n == 0:
         return np.zeros((0, len(labels)), dtype=np.float64)
     if is_causal(model):
-        return _score_causal(model, tokenizer, prompts, batch_size, max_length, progress, desc, chat, labels)
+        return _score_causal(model, tokenizer, prompts, batch_size, max_length, progress, desc, chat, labels, precision)
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         raise ValueError("the tokenizer has no pad token")
@@ -343,8 +372,8 @@ def score_yes_no(
     batches = [order[s : s + batch_size] for s in starts]
 
     def score(idx: np.ndarray) -> np.ndarray:
-        # inference_mode is per thread, so each batch enters it in the thread that runs it.
-        with torch.inference_mode():
+        # inference_mode and autocast are per thread, so each batch enters them in the thread that runs it.
+        with torch.inference_mode(), autocast(device, precision):
             ids, mask = _pad([encoded[i] for i in idx], pad_id)
             scores = _score_batch(model, ids.to(device), mask.to(device), targets, start_id, strategy)
             return scores.double().cpu().numpy()
@@ -371,6 +400,7 @@ def _score_causal(
     desc: str,
     chat: bool = False,
     labels: Sequence[str] = LABELS,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """:func:`score_yes_no` for a decoder-only model: each answer as the continuation of its prompt."""
     # Imported here: causal_scoring builds on this module's batch runner.
@@ -392,7 +422,9 @@ def _score_causal(
         raise ValueError(
             f"prompt {i} has {lengths[i]} tokens, more than max_length={max_length}; fit it with prompts.fit_prompt"
         )
-    return score_answers_causal(model, tokenizer, prompts, answers, batch_size, progress=progress, desc=desc)
+    return score_answers_causal(
+        model, tokenizer, prompts, answers, batch_size, progress=progress, desc=desc, precision=precision
+    )
 
 
 def cpu_workers(device: torch.device, batches: int) -> int:
@@ -479,6 +511,7 @@ def measure_latency(
     max_length: int,
     chat: bool = False,
     labels: Sequence[str] = LABELS,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """Wall-clock seconds of batch-1 requests: tokenization plus scoring of one prompt.
 
@@ -494,6 +527,7 @@ def measure_latency(
         max_length: Token budget of a prompt.
         chat: The prompts went through a chat template (see :func:`score_yes_no`).
         labels: The answers scored (see :func:`score_yes_no`).
+        precision: Scoring precision (see :func:`score_yes_no`).
 
     Returns:
         ``{"median": s, "p90": s, "samples": n}`` in seconds per request.
@@ -502,13 +536,23 @@ def measure_latency(
         raise ValueError("need at least one prompt and one timed sample")
     for i in range(warmup):
         score_yes_no(
-            model, tokenizer, [prompts[i % len(prompts)]], 1, max_length, progress=False, chat=chat, labels=labels
+            model,
+            tokenizer,
+            [prompts[i % len(prompts)]],
+            1,
+            max_length,
+            progress=False,
+            chat=chat,
+            labels=labels,
+            precision=precision,
         )
     times = []
     for i in range(samples):
         prompt = prompts[(warmup + i) % len(prompts)]
         start = time.perf_counter()
-        score_yes_no(model, tokenizer, [prompt], 1, max_length, progress=False, chat=chat, labels=labels)
+        score_yes_no(
+            model, tokenizer, [prompt], 1, max_length, progress=False, chat=chat, labels=labels, precision=precision
+        )
         times.append(time.perf_counter() - start)
     return {
         "median": float(statistics.median(times)),

@@ -148,6 +148,47 @@ class LogAtCheckpointsAndEnd(TrainerCallback):
         return control
 
 
+EPOCH_RNG_FILE = "epoch_rng_state_{}.pth"
+"""Torch's CPU RNG state at the start of the checkpoint's epoch, per process (see :class:`ReplayEpochOrder`)."""
+
+
+class ReplayEpochOrder(TrainerCallback):
+    """Resume mid-epoch with the data order the epoch had (checkpoints every ``train.eval_steps``).
+
+    The length-grouped sampler draws each epoch's order from torch's global RNG when the
+    epoch starts. Resuming from a checkpoint taken mid-epoch, the Trainer skips the batches
+    already trained, but draws the order anew from another RNG state, so the rest of the
+    epoch would see other examples than in the uninterrupted run. This keeps the RNG state
+    of each epoch's start in every checkpoint and restores it as the resumed epoch begins,
+    before the order is drawn; the Trainer then restores the checkpoint's own RNG state
+    for the steps that follow. At an epoch boundary the Trainer's own restore overrides it.
+
+    Args:
+        resume: The checkpoint the run resumes from, or None.
+        process_index: This process's rank (each has its own RNG).
+    """
+
+    def __init__(self, resume: str | None, process_index: int) -> None:
+        self.resume = resume
+        self.file = EPOCH_RNG_FILE.format(process_index)
+        self.epoch_start: torch.Tensor | None = None
+
+    def on_epoch_begin(self, args, state, control, **kwargs):  # noqa: D102
+        if self.resume is not None:
+            saved = Path(self.resume) / self.file
+            if saved.is_file():  # absent if the run was killed between the checkpoint and this file
+                torch.random.set_rng_state(torch.load(saved, weights_only=True))
+            self.resume = None
+        self.epoch_start = torch.random.get_rng_state()
+        return control
+
+    def on_save(self, args, state, control, **kwargs):  # noqa: D102
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if self.epoch_start is not None and checkpoint.is_dir():
+            torch.save(self.epoch_start, checkpoint / self.file)
+        return control
+
+
 def encode_examples(
     tokenizer: Any,
     rows: Sequence[dict[str, Any]],
@@ -266,12 +307,13 @@ def train_method(
         method: A registered method (:func:`pubmedqa_peft.methods.registry.names`).
         params: The validated parameters.
         train_rows: Training records.
-        val_rows: Validation records (loss evaluated each epoch).
+        val_rows: Validation records (loss evaluated each epoch, or every ``train.eval_steps``).
         adapter_out: Directory that receives the adapter (or the whole model, for a
             method that saves one) and its ``run.json``, replaced atomically.
         metrics_out: JSON file of training metrics.
         plots_out: DVCLive directory for the loss curves, or None to skip DVCLive.
-        checkpoints: Directory of per-epoch checkpoints, used to resume a killed run.
+        checkpoints: Directory of checkpoints (per epoch, or every ``train.eval_steps``),
+            used to resume a killed run.
         fingerprint: Identity of this run; checkpoints of another run are discarded.
         callbacks: Extra Trainer callbacks (tests use one to simulate a kill).
 
@@ -283,6 +325,8 @@ def train_method(
     loading = spec.base_loading(section)
     modeling.set_threads(params.model.threads)
     device = modeling.resolve_device(params.model.device)
+    # Resolved before the model loads, so a precision this device cannot run fails at once.
+    precision = modeling.resolve_precision(params.train.precision, device, "train.precision")
     tokenizer = modeling.load_tokenizer(params.model.name)
     base = modeling.load_base_model(
         params.model.name,
@@ -328,13 +372,21 @@ def train_method(
         seed=t.seed,
         data_seed=t.seed,
         logging_steps=t.logging_steps,
-        eval_strategy="epoch",
-        save_strategy="epoch",
+        # train.max_steps bounds a run on large data; -1 lets the epochs decide.
+        max_steps=-1 if t.max_steps is None else t.max_steps,
+        # With train.eval_steps, validation and checkpoints (for resuming) come every N updates
+        # instead of every epoch; LogAtCheckpointsAndEnd logs at each of them either way.
+        eval_strategy="epoch" if t.eval_steps is None else "steps",
+        save_strategy="epoch" if t.eval_steps is None else "steps",
+        eval_steps=t.eval_steps,
+        save_steps=t.eval_steps or 500,  # the Trainer's default, unused with per-epoch saves
         save_total_limit=1,
         train_sampling_strategy="group_by_length",
         report_to="none",
         use_cpu=device.type == "cpu",
-        bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(),
+        # Weights stay float32; the forward and backward run under autocast (fp16 with loss scaling).
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
         dataloader_num_workers=0,
         dataloader_pin_memory=device.type == "cuda",
         predict_with_generate=False,
@@ -351,7 +403,7 @@ def train_method(
     # Only the main process writes outputs (curves, adapter, metrics); this is what
     # trainer.is_world_process_zero() tests, known before the Trainer exists.
     is_main = args.process_index == 0
-    callbacks = [LogAtCheckpointsAndEnd(), *callbacks]
+    callbacks = [LogAtCheckpointsAndEnd(), ReplayEpochOrder(resume, args.process_index), *callbacks]
     live_dir = checkpoints / "dvclive"
     if plots_out is not None and is_main:
         from dvclive import Live
@@ -380,9 +432,11 @@ def train_method(
         log.info("saving %s to %s", spec.saves, adapter_out)
         with files.atomic_path(adapter_out) as tmp:
             model.save_pretrained(str(tmp), safe_serialization=True)
-            write_manifest(tmp, _manifest(spec, loading, family, params, base, chat))
+            write_manifest(tmp, _manifest(spec, loading, family, params, base, chat, precision))
             size_on_disk = directory_size(tmp)
     n_tokens = sum(len(f["input_ids"]) + len(f["labels"]) for f in train_ds.features)
+    # train.max_steps may end a run mid-epoch (or before `epochs`): count the epochs it did.
+    epochs = t.epochs if t.max_steps is None else trainer.state.epoch
     metrics = {
         "method": method,
         "saves": spec.saves,
@@ -393,17 +447,18 @@ def train_method(
         "quantize": loading.quantize,
         "train_examples": len(train_ds),
         "val_examples": len(val_ds),
-        "epochs": t.epochs,
+        "epochs": epochs,
         "steps": trainer.state.global_step,
-        "tokens_seen": round(n_tokens * t.epochs),
+        "tokens_seen": round(n_tokens * epochs),
         "train_time_s": wall,
         "train_examples_per_s": result.metrics.get("train_samples_per_second"),
-        "train_real_tokens_per_s": n_tokens * t.epochs / wall,
+        "train_real_tokens_per_s": n_tokens * epochs / wall,
         "peak_memory_mb": _peak_memory_mb(device),
         "mean_train_loss": mean_train_loss(trainer.state.log_history),
         "final_train_loss": final_train,
         "final_val_loss": final_val,
         "device": device.type,
+        "precision": precision,
         "provenance": provenance(model=params.model, train=params.train, **{method_section(method): section}),
     }
     if is_main:
@@ -424,6 +479,7 @@ def _manifest(
     params: Params,
     base: Any,
     chat: bool,
+    precision: str,
 ) -> RunManifest:
     """The ``run.json`` of a trained method: what it is and how to load it again."""
     return RunManifest(
@@ -440,6 +496,7 @@ def _manifest(
         quantize=loading.quantize,
         compute_dtype=loading.compute_dtype,
         dtype=str(modeling.choose_dtype(base.device)).removeprefix("torch."),
+        precision=precision,
     )
 
 

@@ -70,6 +70,52 @@ def test_resolve_device_refuses_missing_or_unknown_devices(monkeypatch: pytest.M
         modeling.resolve_device("tpu")
 
 
+@pytest.mark.parametrize(
+    ("device", "native_bf16", "setting", "expected"),
+    [
+        ("cuda", True, "auto", "bf16"),  # Ampere and later
+        ("cuda", False, "auto", "fp16"),  # older GPUs: fp16 with loss scaling
+        ("cpu", False, "auto", "fp32"),
+        ("mps", False, "auto", "fp32"),
+        ("cpu", False, "bf16", "bf16"),  # CPU autocast, allowed on request
+        ("cpu", False, "fp32", "fp32"),
+        ("cuda", True, "fp16", "fp16"),
+        ("cuda", False, "fp32", "fp32"),
+        ("mps", False, "fp16", "fp16"),
+    ],
+)
+def test_resolve_precision_per_device(
+    monkeypatch: pytest.MonkeyPatch, device: str, native_bf16: bool, setting: str, expected: str
+) -> None:
+    asked = []
+
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        asked.append(including_emulation)
+        return native_bf16
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert modeling.resolve_precision(setting, torch.device(device), "train.precision") == expected
+    # Native bf16 only: emulated bf16 on a pre-Ampere GPU would be slower than fp32.
+    assert asked == ([False] if device == "cuda" else [])
+
+
+@pytest.mark.parametrize(
+    ("device", "setting", "message"),
+    [
+        ("cpu", "fp16", r"^evaluate\.precision=fp16 is not supported on a CPU; set evaluate\.precision: bf16"),
+        ("cuda", "bf16", r"^evaluate\.precision=bf16 but this GPU has no native bfloat16.*: fp16"),
+        ("cpu", "fp8", r"^evaluate\.precision='fp8' is not a precision; allowed: auto, fp32, bf16, fp16$"),
+    ],
+)
+def test_resolve_precision_refuses_what_the_device_cannot_run_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, device: str, setting: str, message: str
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
+    with pytest.raises(modeling.PrecisionError, match=message) as err:
+        modeling.resolve_precision(setting, torch.device(device), "evaluate.precision")
+    assert isinstance(err.value, PipelineError) and "\n" not in str(err.value)
+
+
 def test_set_threads() -> None:
     before = torch.get_num_threads()
     try:
@@ -312,3 +358,25 @@ def test_a_4bit_base_has_nf4_layers_computing_in_the_asked_dtype(tiny_t5_dir):
     layers = [m for m in model.modules() if type(m).__name__ == "Linear4bit"]
     assert layers and all(m.weight.quant_type == "nf4" and m.compute_dtype == torch.float32 for m in layers)
     assert all(m.weight.quant_state.nested for m in layers)  # double quantization
+
+
+def test_a_run_manifest_written_before_precision_was_recorded_still_loads(tmp_path: Path) -> None:
+    from pubmedqa_peft.manifest import MANIFEST_FILE, read_manifest
+
+    old = {
+        "schema_version": 1,
+        "method": "lora",
+        "saves": "adapter",
+        "base_model": "google/flan-t5-small",
+        "model_type": "t5",
+        "labels": ["no", "yes"],
+        "prompt_template": "v1",
+        "max_source_length": 512,
+    }
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(old))
+    assert read_manifest(tmp_path).precision is None
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps({**old, "precision": "bf16"}))
+    assert read_manifest(tmp_path).precision == "bf16"
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps({**old, "precision": "fp8"}))
+    with pytest.raises(PipelineError, match="not a valid run manifest"):
+        read_manifest(tmp_path)

@@ -281,3 +281,69 @@ def test_training_prints_no_known_harmless_warning(tmp_path, tiny_t5_dir, pqal_r
         _train(tmp_path, tiny_t5_dir, "lora", (longest, longest[:2]), train={"epochs": 1}, train_lora=section)
     err = capfd.readouterr().err + "\n".join(f"{w.category.__name__}: {w.message}" for w in caught)
     assert not [n for n in _NOISE if n in err], err
+
+
+# --- precision and step-bounded runs ----------------------------------------------------------
+
+
+def test_bf16_on_cpu_trains_under_autocast_and_records_its_precision(tmp_path, tiny_t5_dir, rows):
+    small = (rows[0][:16], rows[1][:4])  # 2 optimizer steps
+    sections = {"train_lora": {"lr": TINY_LR["lora"]}}
+    _, bf16, metrics = _train(
+        tmp_path, tiny_t5_dir, "lora", small, tag="bf16", train={"epochs": 1, "precision": "bf16"}, **sections
+    )
+    _, auto, _ = _train(tmp_path, tiny_t5_dir, "lora", small, tag="auto", train={"epochs": 1}, **sections)
+    assert metrics["precision"] == json.loads((bf16 / "metrics.json").read_text())["precision"] == "bf16"
+    assert json.loads((bf16 / "adapter" / "run.json").read_text())["precision"] == "bf16"
+    # auto is fp32 on a CPU; the same seed under bf16 autocast gives other (bf16-rounded) updates.
+    assert json.loads((auto / "adapter" / "run.json").read_text())["precision"] == "fp32"
+    assert np.isfinite(metrics["final_train_loss"]) and np.isfinite(metrics["final_val_loss"])
+    wb, wa = _weights(bf16 / "adapter"), _weights(auto / "adapter")
+    assert all(v.dtype == torch.float32 for v in wb.values())  # the weights themselves stay float32
+    assert any(not torch.equal(wb[k], wa[k]) for k in wa)
+
+
+def test_fp16_on_cpu_stops_before_loading_with_one_line(tmp_path, tiny_t5_dir, rows):
+    with pytest.raises(modeling.PrecisionError, match=r"^train\.precision=fp16 is not supported on a CPU; set"):
+        _train(tmp_path, tiny_t5_dir, "lora", rows, train={"precision": "fp16"})
+    assert not (tmp_path / "run").exists()
+
+
+def test_max_steps_stops_early_and_eval_steps_evaluates_and_checkpoints_every_n(tmp_path, tiny_t5_dir, rows):
+    # 32 examples, batch 8: 4 steps per epoch; 3 epochs would be 12 steps, max_steps cuts at 5.
+    train = {"epochs": 3, "max_steps": 5, "eval_steps": 2, "logging_steps": 50}
+    saved = []
+
+    class _Saves(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            saved.append(state.global_step)
+
+    _, out, metrics = _train(tmp_path, tiny_t5_dir, "lora", rows, callbacks=[_Saves()], train=train)
+    assert metrics["steps"] == 5
+    assert metrics["epochs"] == pytest.approx(5 / 4)
+    val_curve = (out / "plots/metrics/eval/loss.tsv").read_text().splitlines()
+    # Every 2 steps and at the last one, so final_val_loss is the saved model's.
+    assert [line.split("\t")[0] for line in val_curve[1:]] == ["2", "4", "5"]
+    assert float(val_curve[-1].split("\t")[1]) == pytest.approx(metrics["final_val_loss"])
+    assert saved == [2, 4, 5]  # a checkpoint with every evaluation, to resume from
+    # A log at every checkpoint and at the end, though logging_steps is 50.
+    train_curve = (out / "plots/metrics/train/loss.tsv").read_text().splitlines()
+    assert [line.split("\t")[0] for line in train_curve[1:]] == ["2", "4", "5"]
+
+
+def test_a_run_checkpointed_every_eval_steps_resumes_mid_epoch_exactly(tmp_path, tiny_t5_dir, rows):
+    # 24 examples, batch 8: 3 steps per epoch; checkpoints at 2, 4, 6 and the last step, 7.
+    small = (rows[0][:24], rows[1][:4])
+    budget = {"train": {"epochs": 3, "max_steps": 7, "eval_steps": 2, "logging_steps": 50}}
+    _, whole, _ = _train(tmp_path, tiny_t5_dir, "lora", small, tag="whole", **budget)
+    with pytest.raises(_Killed):
+        _train(tmp_path, tiny_t5_dir, "lora", small, tag="killed", callbacks=[_KillAt(5)], **budget)
+    killed = tmp_path / "killed"
+    assert [p.name for p in (killed / "ckpt").glob("checkpoint-*")] == ["checkpoint-4"]  # mid-epoch 2
+    _train(tmp_path, tiny_t5_dir, "lora", small, tag="killed", **budget)
+    assert _digest(whole) == _digest(killed)
+    a, b = (json.loads((run / "metrics.json").read_text()) for run in (whole, killed))
+    assert {k: v for k, v in a.items() if k not in _MEASURED} == {k: v for k, v in b.items() if k not in _MEASURED}
+    assert _curves(whole) == _curves(killed)
+    val_steps = [line.split("\t")[0] for line in _curves(whole)["metrics/eval/loss.tsv"].splitlines()[1:]]
+    assert val_steps == ["2", "4", "6", "7"]
