@@ -384,6 +384,8 @@ def train_method(
         train_sampling_strategy="group_by_length",
         report_to="none",
         use_cpu=device.type == "cpu",
+        # DDP over gloo on CPU (Accelerate would take MPI where torch has it); NCCL on CUDA by default.
+        ddp_backend="gloo" if device.type == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         # Weights stay float32; the forward and backward run under autocast (fp16 with loss scaling).
         bf16=precision == "bf16",
         fp16=precision == "fp16",
@@ -449,6 +451,9 @@ def train_method(
         "val_examples": len(val_ds),
         "epochs": epochs,
         "steps": trainer.state.global_step,
+        "processes": args.world_size,
+        # train_batch_size is batch_size x GPUs under DataParallel (one process, several GPUs).
+        "global_batch_size": args.train_batch_size * args.world_size * t.gradient_accumulation_steps,
         "tokens_seen": round(n_tokens * epochs),
         "train_time_s": wall,
         "train_examples_per_s": result.metrics.get("train_samples_per_second"),
@@ -560,10 +565,10 @@ def run_training_stage(method: str, params: Params) -> dict[str, Any]:
             )
             per_seed[str(seed)] = _seed_summary(run)
         metrics = {**metrics, "seeds": per_seed}
-        if os.environ.get("LOCAL_RANK", "0") == "0":
+        if os.environ.get("RANK", "0") == "0":  # written once, by the run's rank 0 (as in train_method)
             files.write_json(paths.train_metrics_file(method), metrics)
-    # The run finished, so its checkpoints can no longer be needed for a resume. Under
-    # `accelerate launch` only the machine's main process (LOCAL_RANK 0) removes them.
+    # The run finished, so its checkpoints can no longer be needed for a resume. Under a
+    # launcher (train.processes) only the machine's main process (LOCAL_RANK 0) removes them.
     if os.environ.get("LOCAL_RANK", "0") == "0":
         shutil.rmtree(ckpt, ignore_errors=True)
     return metrics

@@ -12,11 +12,16 @@ Outputs:
     metrics/eval/loss.tsv per epoch).
 Params:
     model.*, train.*, train_<method>.*
+
+With ``train.processes`` > 1 this process starts that many workers running this same
+command through torch's launcher (:mod:`pubmedqa_peft.launch`); each trains one share of
+every batch (DDP) and rank 0 writes the outputs.
 """
 
 import logging
 import sys
 
+from pubmedqa_peft import launch
 from pubmedqa_peft.config import Params
 from pubmedqa_peft.methods import registry
 from pubmedqa_peft.stage import run
@@ -34,8 +39,13 @@ def main(argv: list[str] | None = None) -> None:
     method = args[0]
 
     def body(params: Params) -> None:
+        if params.train.processes > 1 and not launch.under_launcher():
+            worker = ["-m", "stages.train", method]
+            launch.launch_workers(f"train_{method}", worker, params.train.processes, params.model.device)
+            return
         # Imported here, after the stage's first log line: torch, transformers and PEFT take
         # several seconds to import, which would otherwise pass in silence.
+        launch.prepare_worker(params.model.device)
         logging.getLogger("pubmedqa_peft").info("loading torch, transformers and peft")
         from pubmedqa_peft.training import run_training_stage
 
