@@ -4,6 +4,7 @@ Installed as a console script by ``pip install -r requirements.txt`` (which inst
 package, see ``pyproject.toml``)::
 
     pubmedqa-peft best [--metric KEY] [--json] ...      # = python -m pubmedqa_peft.experiments best ...
+    pubmedqa-peft tune --method M [--trials N] ...       # = python -m pubmedqa_peft.tune ...
     pubmedqa-peft random-model ARCH OUTDIR [...]         # = python -m pubmedqa_peft.random_model ...
     pubmedqa-peft COMMAND --help                         # that command's own options
 
@@ -45,6 +46,10 @@ COMMANDS: dict[str, Command] = {
         "pubmedqa_peft.experiments",
         "print the best finished DVC experiment by a validation metric",
         argv_prefix=("best",),
+    ),
+    "tune": Command(
+        "pubmedqa_peft.tune",
+        "search a method's hyperparameters with Optuna, one DVC experiment per trial (resumable, multi-worker)",
     ),
     "random-model": Command(
         "pubmedqa_peft.random_model",
