@@ -22,6 +22,15 @@ Architectures (``ARCH``), T5:
   flan-t5-small, which matters to prefix tuning; few heads keep the attention
   matrices of 512-token inputs cheap on a CPU), 2 encoder and 2 decoder layers,
   gated-gelu, untied output head, vocabulary = the tokenizer's 4000 tokens.
+* ``tiny-t5-wide``: ``tiny-t5`` at twice the width, for the planted-label sanity run
+  (:mod:`pubmedqa_peft.sanity`): d_model 128, d_ff 256, 4 heads of d_kv 32, 2 + 2
+  layers, the same tokenizer; 1,812,224 parameters and 7.8 MB with PQA-L's 4000 tokens. Why wider: the decoder's
+  last state is RMS-normalised (norm sqrt(d_model) with the untrained norm weights) and
+  the random head's rows have norm about 1, so no logit can exceed about sqrt(d_model)
+  nats above zero while the other 3999 tokens' logsumexp is about ln(4000) + 0.5 = 8.8.
+  At d_model 64 that caps the answer word's probability near 0.3 even for a perfect
+  input; at 128 the cap is about 0.9, so a method that adapts only prefixes can make the
+  answers dominate the vocabulary and the cross-entropy turns to telling them apart.
 * ``flan-t5-small-arch``: exactly google/flan-t5-small's architecture (T5 v1.1
   gated-gelu, d_model 512, d_ff 1024, 6 heads of d_kv 64, 8 + 8 layers, 32 relative
   attention buckets up to distance 128, untied output head, 32128 embedding rows):
@@ -226,6 +235,11 @@ ARCHITECTURES: dict[str, Architecture] = {
     "tiny-t5": Architecture(
         name="tiny-t5",
         config={"d_model": 64, "d_ff": 128, "d_kv": 16, "num_heads": 2, "num_layers": 2, "num_decoder_layers": 2},
+        learned_pieces=4000,
+    ),
+    "tiny-t5-wide": Architecture(
+        name="tiny-t5-wide",
+        config={"d_model": 128, "d_ff": 256, "d_kv": 32, "num_heads": 4, "num_layers": 2, "num_decoder_layers": 2},
         learned_pieces=4000,
     ),
     "flan-t5-small-arch": Architecture(

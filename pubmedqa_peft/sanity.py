@@ -35,7 +35,7 @@ With ``--labels yes no maybe`` add ``-S 'task.labels=[yes,no,maybe]'``. In
 ``metrics/eval.json`` ``majority`` then scores 1/K, the untrained ``base`` near 1/K, and a
 method that learnt the cue near 1 (``test.<method>.accuracy``; ``roc_auc`` shows whether it
 ranks by the cue even where its answers are not yet calibrated). ``tests/test_sanity_e2e.py``
-is this run on the tiny random T5, with the settings and the accuracies it checks.
+is this run on the random ``tiny-t5-wide``, with the settings and the accuracies it checks.
 """
 
 from __future__ import annotations
