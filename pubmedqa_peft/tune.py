@@ -42,8 +42,9 @@ Design choices, and why:
   at the same instant can overshoot by one trial each; no trial is run twice.
 * **Killed workers**: every running trial beats a heartbeat in the database; a trial whose
   heartbeat stops for ``2 x --heartbeat`` seconds is failed by the next worker that looks
-  and re-enqueued once with the same params (Optuna's ``RetryHeartbeatStaleTrialCallback``); that
-  retry is a new trial number, hence a new experiment name.
+  and re-enqueued (up to twice) with the same params (Optuna's
+  ``RetryHeartbeatStaleTrialCallback``); a retry is a new trial number, hence a new
+  experiment name.
 * **A failing trial** (``dvc exp run`` exits non-zero, or the metric is missing) is recorded
   as FAIL with its message (user attribute ``error``), and the worker goes on; after
   ``--max-failures`` failures in a row it stops with an error (a broken pipeline would
