@@ -675,6 +675,14 @@ def table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def setup_logging() -> None:
+    """Timestamped INFO lines of the benchmark; the libraries' chatter silenced."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("transformers", "peft", "httpx", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small samples: a smoke run of a few minutes")
@@ -684,10 +692,7 @@ def main() -> None:
     parser.add_argument("--skip-dvc", action="store_true", help="leave out f (dvc repro)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("transformers", "peft", "httpx", "huggingface_hub"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
+    setup_logging()
     if args.child:
         logging.getLogger().setLevel(logging.WARNING)
         print(json.dumps(_child(json.loads(args.child))))
