@@ -375,7 +375,7 @@ def open_storage(url: str, heartbeat_s: int) -> Any:
         engine_kwargs["connect_args"] = {"timeout": 60}
     else:
         engine_kwargs["pool_pre_ping"] = True
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     for attempt in range(_SCHEMA_ATTEMPTS):
         try:
@@ -389,10 +389,12 @@ def open_storage(url: str, heartbeat_s: int) -> Any:
                     grace_period=2 * heartbeat_s,
                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
                 )
-        except (IntegrityError, ProgrammingError) as err:
-            # Workers started together on an empty PostgreSQL database all create Optuna's tables;
-            # all but one then find them half made ("duplicate key ... pg_type"): wait and look again.
-            if attempt + 1 == _SCHEMA_ATTEMPTS:
+        except (IntegrityError, ProgrammingError, OperationalError) as err:
+            # Workers started together on an empty database all create Optuna's tables; all but
+            # one then find them half made (PostgreSQL: "duplicate key ... pg_type"; SQLite:
+            # "table studies already exists"): wait and look again.
+            schema_race = not isinstance(err, OperationalError) or "already exists" in str(err)
+            if not schema_race or attempt + 1 == _SCHEMA_ATTEMPTS:
                 raise PipelineError(f"cannot open the study's storage {redact_url(url)}: {_reason(err, url)}") from None
             time.sleep(1 + attempt)
         except Exception as err:  # SQLAlchemy's and the drivers' errors have no common base worth naming

@@ -69,6 +69,10 @@ def git(cwd: Path, *args: str) -> str:
 def set_params(repo: Path, updates: dict[str, Any]) -> None:
     """Set dotted keys in the repo's params.yaml, keeping its comments."""
     yaml = YAML()
+    # params.yaml's own layout (`    - 3` under a key), long lines kept whole: a second
+    # round trip of a file re-indented by the first one joined `plot:` to its next line.
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.width = 4096
     path = repo / "params.yaml"
     doc = yaml.load(path.read_text())
     for dotted, value in updates.items():
