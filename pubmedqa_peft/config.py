@@ -15,7 +15,7 @@ import functools
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -60,7 +60,10 @@ Probability = Annotated[Float, Field(ge=0, le=1)]
 LearningRate = Annotated[Float, Field(gt=0, le=10)]
 """A learning rate: positive; above 10 is a typo even for prompt tuning (PEFT's examples use <= 1)."""
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
+ResolvedPrecision = Literal["fp32", "bf16", "fp16"]
+"""What a precision setting means on a device (``pubmedqa_peft.modeling.resolve_precision``),
+as training, scoring and ``run.json`` record it."""
+Precision = Literal[("auto", *get_args(ResolvedPrecision))]  # type: ignore[valid-type]
 """Numeric precision of training or scoring: ``auto`` is bf16 where the device has it
 natively (recent CUDA), fp16 with loss scaling on older CUDA, fp32 on CPU."""
 

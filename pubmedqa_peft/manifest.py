@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pubmedqa_peft import files
+from pubmedqa_peft.config import ResolvedPrecision
 from pubmedqa_peft.stage import PipelineError
 
 MANIFEST_FILE = "run.json"
@@ -50,7 +51,7 @@ class RunManifest(BaseModel):
     """Dtype of the quantized layers' compute (meaningful with ``quantize``)."""
     dtype: str = "float32"
     """Dtype of the non-quantized weights."""
-    precision: Literal["fp32", "bf16", "fp16"] | None = None
+    precision: ResolvedPrecision | None = None
     """``train.precision`` as resolved on the training device (autocast dtype of the updates);
     None in manifests written before it was recorded."""
 

@@ -23,11 +23,12 @@ import functools
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import torch
 
 from pubmedqa_peft import families, known_warnings
+from pubmedqa_peft.config import ResolvedPrecision
 from pubmedqa_peft.stage import PipelineError
 
 if TYPE_CHECKING:
@@ -148,7 +149,7 @@ def choose_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = get_args(ResolvedPrecision)
 """What a ``precision`` setting resolves to (``auto`` is resolved per device by :func:`resolve_precision`)."""
 
 
