@@ -162,6 +162,7 @@ class TrainConfig(Section):
     eval_steps: PositiveInt | None = None
     processes: Annotated[Int, Field(ge=1, le=64)] = 1
     precision: Precision = "auto"
+    model_dropout: Annotated[Float, Field(ge=0, lt=1)] | None = None
 
     @field_validator("seeds")
     @classmethod

@@ -371,14 +371,42 @@ def load_family(name: str) -> families.Family:
         ModelLoadError: If the config cannot be read.
         UnsupportedModelError: For an architecture the pipeline does not support.
     """
+    return families.family_of(_load_config(name), f"model.name={name!r}")
+
+
+def _load_config(name: str) -> Any:
+    """The ``config.json`` of ``model.name``, as its ``PretrainedConfig``."""
     from transformers import AutoConfig
 
     source = _resolve(name, need_weights=False, need_tokenizer=False)
     try:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=True)
+        return AutoConfig.from_pretrained(source, trust_remote_code=False, local_files_only=True)
     except (OSError, ValueError) as err:
         raise _load_error("config", name, err) from None
-    return families.family_of(config, f"model.name={name!r}")
+
+
+def dropout_settings(config: Any) -> list[str]:
+    """The keys of a model config that hold a dropout probability.
+
+    Transformers names them after the architecture (T5 ``dropout_rate``, GPT-2
+    ``resid_pdrop``/``embd_pdrop``/``attn_pdrop``, Llama, Qwen2 and Mistral
+    ``attention_dropout``, BioGPT ``hidden_dropout_prob``, ...), always with ``dropout``
+    or ``_pdrop`` in the name; BioGPT's ``layerdrop`` (skipping whole layers) is another
+    thing and is not matched. Keys set to None (no such dropout) are left out.
+
+    Args:
+        config: A ``PretrainedConfig``.
+
+    Returns:
+        The matching keys, sorted.
+    """
+    return sorted(
+        key
+        for key, value in config.to_dict().items()
+        if ("dropout" in key or key.endswith("_pdrop"))
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+    )
 
 
 QUANTIZATIONS = ("none", "4bit", "8bit")
@@ -430,6 +458,7 @@ def load_base_model(
     quantize: str = "none",
     compute_dtype: str = "float32",
     setting: str = "quantize",
+    dropout: float | None = None,
 ) -> PreTrainedModel:
     """Load the base model of ``model.name`` (or a fully fine-tuned one), of its family's Auto class.
 
@@ -441,6 +470,9 @@ def load_base_model(
             by bitsandbytes (QLoRA); see :func:`quantization_config`.
         compute_dtype: Compute dtype of 4-bit layers.
         setting: The params key behind ``quantize``, named in errors.
+        dropout: ``train.model_dropout``: None keeps the config's dropout probabilities;
+            a number replaces every one of them (:func:`dropout_settings`), so that the
+            model's modules and attention read it while training.
 
     Returns:
         The model in eval mode on ``device``.
@@ -461,6 +493,16 @@ def load_base_model(
             "quantization_config": quantization_config(quantize, compute_dtype, setting),
             "device_map": {"": device},
         }
+    if dropout is not None:
+        # Keyword arguments that name config keys override the config before the modules
+        # are built: T5's and Llama's attention read the probability from a float, not
+        # from an nn.Dropout module, so changing the modules afterwards would miss them.
+        keys = dropout_settings(_load_config(name))
+        if keys:
+            extra.update(dict.fromkeys(keys, dropout))
+            log.info("dropout of the base model set to %g in %s (train.model_dropout)", dropout, ", ".join(keys))
+        else:
+            log.warning("train.model_dropout=%g changes nothing: %s has no dropout settings", dropout, name)
     log.info(
         "loading base model from %s (%s%s on %s)",
         source,

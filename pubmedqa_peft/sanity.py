@@ -29,7 +29,8 @@ in ``/tmp``; the command prints the file's sha256 for ``ingest.sha256``)::
 
     python -m pubmedqa_peft.sanity /tmp/sanity/pqal_planted.json --labels yes no
     dvc exp run -S 'ingest.source=/tmp/sanity/pqal_planted.json' -S 'ingest.sha256=<printed>' \
-                -S 'model.max_source_length=160'
+                -S 'model.max_source_length=192' -S 'train.model_dropout=0' \
+                -S 'train_prompt.lr=0.3' -S 'train_prompt.num_virtual_tokens=50'
 
 With ``--labels yes no maybe`` add ``-S 'task.labels=[yes,no,maybe]'``. In
 ``metrics/eval.json`` ``majority`` then scores 1/K, the untrained ``base`` near 1/K, and a

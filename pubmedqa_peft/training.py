@@ -334,6 +334,7 @@ def train_method(
         quantize=loading.quantize,
         compute_dtype=loading.compute_dtype,
         setting=f"{method_section(method)}.quantize",
+        dropout=params.train.model_dropout,
     )
     if params.train.max_train_examples is not None:
         log.info("using the first %d of %d training examples", params.train.max_train_examples, len(train_rows))

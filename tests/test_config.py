@@ -67,6 +67,8 @@ def with_change(section: str, key: str, value: Any) -> dict[str, Any]:
         (with_change("train_full", "weight_decay", -0.1), "train_full.weight_decay", "greater than or equal"),
         (with_change("evaluate", "fewshot_k", [3, 3]), "evaluate.fewshot_k", "list each K once"),
         (with_change("model", "threads", 100_000), "model.threads", "less than or equal to 1024"),
+        (with_change("train", "model_dropout", 1), "train.model_dropout", "less than 1"),
+        (with_change("train", "model_dropout", -0.1), "train.model_dropout", "greater than or equal to 0"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_key(data: dict[str, Any], key: str, hint: str) -> None:

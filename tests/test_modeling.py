@@ -143,6 +143,44 @@ def test_load_local_directory(tiny_t5_dir: Path) -> None:
     assert tokenizer.unk_token_id not in ids
 
 
+def _dropouts(model: torch.nn.Module) -> tuple[set[float], dict[str, float]]:
+    """The probabilities of the model's dropout modules, and its config's dropout keys."""
+    modules = {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+    return modules, {k: getattr(model.config, k) for k in modeling.dropout_settings(model.config)}
+
+
+@pytest.mark.parametrize(
+    ("arch", "keys"), [("tiny-t5", {"dropout_rate"}), ("tiny-gpt2", {"resid_pdrop", "attn_pdrop"})]
+)
+def test_model_dropout_replaces_every_dropout_probability_of_the_base_model(tiny_model_dir, arch, keys) -> None:
+    path = str(tiny_model_dir(arch))
+    own_modules, own_config = _dropouts(modeling.load_base_model(path, CPU))
+    assert own_modules == {0.1} and keys <= {k for k, v in own_config.items() if v == 0.1}, own_config
+    modules, config = _dropouts(modeling.load_base_model(path, CPU, dropout=0.0))
+    assert modules == {0.0}
+    assert config.keys() == own_config.keys() and set(config.values()) == {0.0}
+    # Attention reads its probability from the config, not from a module: check it is used.
+    model = modeling.load_base_model(path, CPU, dropout=0.0).train()
+    ids = torch.tensor([[5, 6, 7, 8, 2]])
+    kwargs = {"decoder_input_ids": ids} if arch == "tiny-t5" else {}
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids, **kwargs).logits, model(input_ids=ids, **kwargs).logits)
+
+
+def test_dropout_settings_match_each_family_and_skip_layerdrop() -> None:
+    from transformers import BioGptConfig, LlamaConfig, T5Config
+
+    assert modeling.dropout_settings(T5Config()) == ["classifier_dropout", "dropout_rate"]
+    unset = SimpleNamespace(to_dict=lambda: {"classifier_dropout": None, "use_dropout": True, "hidden_dropout": 0.1})
+    assert modeling.dropout_settings(unset) == ["hidden_dropout"]
+    assert modeling.dropout_settings(LlamaConfig()) == ["attention_dropout"]
+    assert modeling.dropout_settings(BioGptConfig()) == [
+        "activation_dropout",
+        "attention_probs_dropout_prob",
+        "hidden_dropout_prob",
+    ]
+
+
 @pytest.mark.parametrize("name", ["./models/no-such-model", "/no/such/model/dir", "models/a/b", "~/no-such-model-dir"])
 def test_missing_local_directory(name: str) -> None:
     for load in (modeling.load_tokenizer, lambda n: modeling.load_base_model(n, CPU)):

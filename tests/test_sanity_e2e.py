@@ -13,6 +13,19 @@ model that ignores the cue scores 1/K in expectation with a binomial standard de
 sqrt((1/K)(1 - 1/K)/n): 0.05 binary and 0.047 with three labels on the 100 test records, so
 0.15 is three standard deviations, and still far below the trained methods' bar (0.9
 binary, 0.85 three labels), so base and a trained method cannot be mistaken for each other.
+
+Why ``train.model_dropout`` is 0 here: prompt tuning trains only the soft prompt, and the
+soft prompt must steer the frozen random encoder's and decoder's attention to the cue. With
+the model's own dropout (0.1 on every T5 layer and attention map) that steering drowns in
+noise: on ``tiny-t5-wide`` the binary run ranked by the cue (ROC AUC 0.98) but never answered
+from it (accuracy 0.50, training loss 2.39), the three-label run did not even rank, and
+learning rates of 0.1 to 3, 100 virtual tokens, more heads, layers or width changed nothing.
+In an in-process loop with the same updates, no dropout reached 1.00 within 200 updates
+(binary and three labels, seeds 42 and 1) with 50 virtual tokens at lr 0.3 (with 20 the
+three-label run needed up to 400 updates and missed on one seed). A pretrained model's
+features survive dropout far better than a random one's, so this is a setting for the test
+model, not a reason to change the default; prefix tuning, LoRA, IA3 and full fine-tuning
+pass with or without it.
 """
 
 from __future__ import annotations
@@ -50,7 +63,11 @@ SANITY_PARAMS = {
     "train.max_train_examples": None,
     "train.logging_steps": 25,
     "train.warmup_ratio": 0.06,
-    "train_prompt.lr": 1.0,
+    # No dropout in the frozen random model: with T5's 0.1 prompt tuning stayed at the
+    # majority rate (see the module docstring); the other methods pass either way.
+    "train.model_dropout": 0.0,
+    "train_prompt.lr": 0.3,
+    "train_prompt.num_virtual_tokens": 50,
     "train_prefix.lr": 0.1,
     "train_lora.lr": 0.01,
     "train_ia3.lr": 0.2,
@@ -95,19 +112,6 @@ def _check_prompts_fit(data: Path, model: Path, labels: tuple[str, ...], max_len
         assert len(ids) <= max_length, f"{pmid}: {len(ids)} tokens"
 
 
-LEARNS_TO_RANK_ONLY = {"prompt"}
-"""Methods that learn the cue (binary test ROC AUC near 1) but not to answer from it within
-this budget, so their accuracy stays at the majority rate: prompt tuning. Its soft prompt
-reaches the decoder only through the frozen random encoder and cross-attention, and moves the
-yes-vs-no log-likelihood gap by about 0.06 nats with the cue, while an input-independent
-offset towards ``yes`` of 0.7-0.8 nats remains (binary: final training loss 2.39, test
-accuracy 0.50, AUC 0.98). With three labels it does not rank either (loss 4.09, macro AUC
-0.41). Tried without success (binary, in-process, 500 updates): lr 0.3, 1 and 3; random
-instead of text init; 100 virtual tokens (loss 1.65, AUC 1.0, gap still 0.72 vs 0.66 nats);
-8 heads; 4 + 4 layers; d_model 256 (loss 0.96, both answers probable, gap 0.24 vs 0.18).
-Prefix tuning was here on ``tiny-t5`` (d_model 64) and passes on ``tiny-t5-wide``."""
-
-
 def _accuracies(doc: dict) -> dict[str, float]:
     return {m: doc["test"][m]["accuracy"] for m in ("majority", "base", *registry.names())}
 
@@ -117,18 +121,6 @@ def _assert_baselines(doc: dict, k: int) -> None:
     # The planted labels are balanced: the majority rate is 1/K.
     assert accuracies["majority"] == pytest.approx(1 / k, abs=0.01), accuracies
     assert abs(accuracies["base"] - 1 / k) <= NEAR_CHANCE, accuracies
-
-
-def _method_params(k: int, xfail: set[str], reason: str) -> list:
-    """``(k, method)`` for every registered method, those in ``xfail`` marked as known to fail."""
-    return [
-        pytest.param(k, m, marks=pytest.mark.xfail(strict=True, reason=reason)) if m in xfail else (k, m)
-        for m in registry.names()
-    ]
-
-
-NOT_YET = "learns to rank by the cue, not yet to answer (see LEARNS_TO_RANK_ONLY)"
-NOT_WITH_THREE = "does not yet rank by the cue with three labels within this budget (see LEARNS_TO_RANK_ONLY)"
 
 
 @pytest.fixture(scope="module")
@@ -159,18 +151,15 @@ def test_majority_is_one_in_k_and_base_stays_near_chance(sanity_runs, k):
     _assert_baselines(sanity_runs(k), k)
 
 
-@pytest.mark.parametrize(
-    ("k", "method"),
-    _method_params(2, LEARNS_TO_RANK_ONLY, NOT_YET) + _method_params(3, LEARNS_TO_RANK_ONLY, NOT_YET),
-)
+@pytest.mark.parametrize("method", registry.names())
+@pytest.mark.parametrize("k", [2, 3])
 def test_every_trained_method_answers_from_the_planted_cue(sanity_runs, k, method):
     accuracies = _accuracies(sanity_runs(k))
     assert accuracies[method] >= BAR[k], accuracies
 
 
-@pytest.mark.parametrize(
-    ("k", "method"), _method_params(2, set(), "") + _method_params(3, LEARNS_TO_RANK_ONLY, NOT_WITH_THREE)
-)
+@pytest.mark.parametrize("method", registry.names())
+@pytest.mark.parametrize("k", [2, 3])
 def test_every_trained_method_ranks_by_the_planted_cue(sanity_runs, k, method):
     doc = sanity_runs(k)
     aucs = {m: doc["test"][m]["roc_auc"] for m in ("base", *registry.names())}

@@ -347,3 +347,23 @@ def test_a_run_checkpointed_every_eval_steps_resumes_mid_epoch_exactly(tmp_path,
     assert _curves(whole) == _curves(killed)
     val_steps = [line.split("\t")[0] for line in _curves(whole)["metrics/eval/loss.tsv"].splitlines()[1:]]
     assert val_steps == ["2", "4", "6", "7"]
+
+
+def test_model_dropout_switches_off_the_base_models_dropout_while_training(tmp_path, tiny_t5_dir, rows):
+    small = (rows[0][:8], rows[1][:4])  # 1 optimizer step
+    kept = {}
+    for dropout in (None, 0.0):
+        keep = _KeepModel()
+        _, _, metrics = _train(
+            tmp_path,
+            tiny_t5_dir,
+            "prompt",
+            small,
+            callbacks=[keep],
+            tag=str(dropout),
+            train={"epochs": 1, "model_dropout": dropout},
+        )
+        assert metrics["provenance"]["config"]["train"]["model_dropout"] == dropout
+        kept[dropout] = {m.p for m in keep.model.modules() if isinstance(m, torch.nn.Dropout)}, keep.model.config
+    assert kept[None][0] == {0.1} and kept[None][1].dropout_rate == 0.1  # the checkpoint's own
+    assert kept[0.0][0] == {0.0} and kept[0.0][1].dropout_rate == 0.0
