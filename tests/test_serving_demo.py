@@ -139,6 +139,10 @@ def test_page_served_in_process_answers_through_gradio_client(predictor):
             c["props"]["value"] for c in config["components"] if c["props"].get("label", "").startswith("answer")
         ]
         assert answers == expected_outputs(predictor, examples[0]["question"], examples[0]["context"])[1:-1:2]
+        # The heading names the answers the models choose between (the manifests' labels).
+        headings = [c["props"]["value"] for c in config["components"] if str(c["props"].get("value")).startswith("# ")]
+        assert headings == ["# PubMedQA yes/no: the base model and each fine-tuned method"]
+        assert predictor.task.display == ("yes", "no")
     finally:
         page.close()
 

@@ -65,9 +65,10 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description=(
-            "Answer yes/no research questions with a trained method. One answer (--question and --context), "
-            "a JSONL file (--input and --output), or, with neither, interactively from the terminal or piped "
-            "stdin (a question line, then a context line; an empty question line ends)."
+            "Answer research questions (yes/no, or yes/no/maybe) with a trained method. One answer "
+            "(--question and --context), a JSONL file (--input and --output), or, with neither, "
+            "interactively from the terminal or piped stdin (a question line, then a context line; "
+            "an empty question line ends)."
         ),
     )
     p.add_argument("--models-dir", type=Path, default=Path("models"), help="trained models (default: models)")

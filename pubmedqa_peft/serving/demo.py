@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pubmedqa_peft import files, paths
 from pubmedqa_peft.plotting import method_color, method_label
 from pubmedqa_peft.stage import PipelineError, one_line, setup_logging
-from pubmedqa_peft.task import LABEL_ORDER
+from pubmedqa_peft.task import LABEL_ORDER, Task
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -36,7 +36,13 @@ log = logging.getLogger("pubmedqa_peft.demo")
 PROG = "python -m pubmedqa_peft.demo"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
-TITLE = "PubMedQA yes/no: the base model and each fine-tuned method"
+
+
+def title(labels: Sequence[str]) -> str:
+    """The page's heading, naming the answers the models choose between, in display order (``yes/no/maybe``)."""
+    return f"PubMedQA {'/'.join(labels)}: the base model and each fine-tuned method"
+
+
 DISCLAIMER = (
     "Research demo, not medical advice. These are small models fine-tuned on a few hundred "
     "PubMedQA questions; their answers can be wrong and must not be used for any clinical or "
@@ -54,6 +60,7 @@ class PredictorLike(Protocol):
     """What the page needs of a :class:`~pubmedqa_peft.serving.predictor.Predictor`."""
 
     methods: list[str]
+    task: Task
 
     def describe(self) -> dict[str, dict]:
         """Per method: its run.json manifest and ``tau``."""
@@ -196,7 +203,7 @@ def build_demo(predictor: PredictorLike, examples: Sequence[Mapping[str, str]] =
             log.warning("the first example was not answered, the page opens without answers: %s", err.message)
     # The full window's width: six models side by side (base and five methods) must fit on one row.
     with gr.Blocks(title="PubMedQA demo (research only)", analytics_enabled=False, fill_width=True) as demo:
-        gr.Markdown(f"# {TITLE}")
+        gr.Markdown(f"# {title(predictor.task.display)}")
         gr.Markdown(f"**{DISCLAIMER}**", elem_id="disclaimer")
         if model:
             gr.Markdown(f"Base model: `{model}`. Methods: {', '.join(method_label(m) for m in predictor.methods)}.")

@@ -526,7 +526,7 @@ def create_app(
 
     app = FastAPI(
         title="pubmedqa-peft",
-        summary="Yes/no answers to biomedical research questions from fine-tuned models, with abstention.",
+        summary="Answers (yes/no or yes/no/maybe) to biomedical questions from fine-tuned models, with abstention.",
         version="1",
         lifespan=lifespan,
     )
