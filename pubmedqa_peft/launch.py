@@ -24,19 +24,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pubmedqa_peft.stage import PipelineError
+from pubmedqa_peft.stage import PipelineError, under_launcher
 
 log = logging.getLogger(__name__)
 
 RESUME_HINT = "rerun `dvc repro` to resume from the last checkpoint"
-
-
-def under_launcher() -> bool:
-    """Whether this process is a worker that a launcher started (it must train, not launch again).
-
-    torch's launcher and ``accelerate launch`` both set ``WORLD_SIZE`` and ``LOCAL_RANK``.
-    """
-    return "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
 
 
 def prepare_worker(device: str) -> None:

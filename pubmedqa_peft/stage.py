@@ -8,6 +8,7 @@ and exit with status 1 instead of a traceback.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -31,6 +32,14 @@ def setup_logging(level: int = logging.INFO) -> None:
     )
 
 
+def under_launcher() -> bool:
+    """Whether this process is a worker that a launcher started (it must train, not launch again).
+
+    torch's launcher and ``accelerate launch`` both set ``WORLD_SIZE`` and ``LOCAL_RANK``.
+    """
+    return "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
+
+
 def run(name: str, body: Callable[[Params], None], *, note_stale: bool = True) -> None:
     """Run one stage: load ``params.yaml``, call ``body``, exit 1 on an expected failure.
 
@@ -47,9 +56,14 @@ def run(name: str, body: Callable[[Params], None], *, note_stale: bool = True) -
     setup_logging()
     try:
         params = load_params()
-        log.info("stage %s: start", name)
+        # With train.processes > 1 the launching process logs the stage's start and end;
+        # its workers run this same stage and would repeat both lines once each.
+        worker = under_launcher()
+        if not worker:
+            log.info("stage %s: start", name)
         body(params)
-        log.info("stage %s: done", name)
+        if not worker:
+            log.info("stage %s: done", name)
     except (ConfigError, PipelineError) as err:
         note = stale_note(name) if note_stale else ""
         print(f"error: stage {name}: {one_line(str(err)).rstrip('.')}{note}", file=sys.stderr)

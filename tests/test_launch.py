@@ -150,6 +150,7 @@ def test_two_processes_train_the_same_adapter_as_one_with_the_same_global_batch(
     # The workers are gone and so are their checkpoints; the log reads as one run.
     assert not (tmp_path / "two" / paths.checkpoint_dir("lora")).exists()
     assert two.stderr.count("saving adapter") == 1, two.stderr
+    assert two.stderr.count("stage train_lora: start") == two.stderr.count("stage train_lora: done") == 1, two.stderr
 
 
 def _children(pid: int) -> list[int]:
