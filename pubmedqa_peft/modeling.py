@@ -483,7 +483,8 @@ def load_base_model(
     """
     import transformers
 
-    family = load_family(name)
+    config = _load_config(name)  # read once: it names the family and holds the dropout keys
+    family = families.family_of(config, f"model.name={name!r}")
     auto_class = getattr(transformers, family.auto_class)
     source = _resolve(name, need_weights=True, need_tokenizer=False)
     dtype = dtype or choose_dtype(device)
@@ -497,7 +498,7 @@ def load_base_model(
         # Keyword arguments that name config keys override the config before the modules
         # are built: T5's and Llama's attention read the probability from a float, not
         # from an nn.Dropout module, so changing the modules afterwards would miss them.
-        keys = dropout_settings(_load_config(name))
+        keys = dropout_settings(config)
         if keys:
             extra.update(dict.fromkeys(keys, dropout))
             log.info("dropout of the base model set to %g in %s (train.model_dropout)", dropout, ", ".join(keys))
