@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,31 @@ def test_sqlite_directory_is_created_and_other_databases_touch_no_file(tmp_path:
     tune.prepare_storage_dir("postgresql+psycopg2://u:p@127.0.0.1:5432/optuna")
     tune.prepare_storage_dir("sqlite:///:memory:")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".tune", "abs"]
+
+
+def _open_at_once(url: str, barrier: Any, results: Any) -> None:
+    barrier.wait()
+    try:
+        tune.open_storage(url, heartbeat_s=2)
+        results.put("ok")
+    except PipelineError as err:
+        results.put(str(err))
+
+
+def test_workers_opening_an_empty_sqlite_file_at_once_all_get_the_storage(tmp_path: Path) -> None:
+    # Workers started together all create Optuna's tables; the losers must wait, not fail
+    # (CI once saw "UNIQUE constraint failed: alembic_version.version_num" from such a race).
+    ctx = multiprocessing.get_context("fork")
+    n, url = 4, f"sqlite:///{tmp_path}/study.db"
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_open_at_once, args=(url, barrier, results)) for _ in range(n)]
+    for proc in procs:
+        proc.start()
+    outcomes = [results.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=30)
+    assert outcomes == ["ok"] * n
+    assert optuna.get_all_study_summaries(storage=url) == []  # one well-formed, empty database
 
 
 def test_the_default_study_directory_is_ignored_by_git() -> None:

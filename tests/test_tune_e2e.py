@@ -110,11 +110,14 @@ def test_two_workers_share_a_sqlite_study_and_a_killed_workers_trial_is_redone(t
     # Kill A in the middle of its first trial (its dvc exp run under way), as a machine dies.
     deadline = time.monotonic() + WORKER_TIMEOUT_S
     killed = None
+    # The test opens the database as a worker does: the workers may be creating Optuna's tables
+    # right now, and a plain optuna.load_study would race them (CI saw "UNIQUE constraint failed").
+    storage = tune.open_storage(url, HEARTBEAT_S)
     while killed is None:
         assert time.monotonic() < deadline and a.poll() is None, (tmp_path / "a.log").read_text()[-3000:]
         time.sleep(1)
         try:
-            study = optuna.load_study(study_name="lite", storage=url)
+            study = optuna.load_study(study_name="lite", storage=storage)
         except KeyError:  # not created yet
             continue
         mine = [
