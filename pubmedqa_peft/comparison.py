@@ -90,7 +90,7 @@ class Comparison:
         self.chat = uses_chat(self.tokenizer, params.model.chat_template)
         self.task = params.task.task
         self.labels = self.task.labels
-        self.max_len = params.model.max_source_length - family.answer_room(self.tokenizer, self.labels, self.chat)
+        self.max_len = family.prompt_budget(self.tokenizer, self.labels, params.model.max_source_length, self.chat)
         # A decoder-only model's answers are split from prompt + answer encoded together,
         # which needs the prompt's text; a seq2seq model scores the fitted ids as they are.
         self.score_texts = family.causal

@@ -85,6 +85,14 @@ class Family:
         delimiter = answer_delimiter(chat)
         return 1 + max(len(tokenizer(delimiter + label, add_special_tokens=False).input_ids) for label in labels)
 
+    def prompt_budget(self, tokenizer: Any, labels: Sequence[str], max_length: int, chat: bool = False) -> int:
+        """Tokens a prompt may take: ``max_length`` less :meth:`answer_room`.
+
+        Training, ``evaluate`` and the predictor all fit prompts to this one budget, so a
+        served prompt is cut exactly where the trained one was.
+        """
+        return max_length - self.answer_room(tokenizer, labels, chat)
+
     def encode_example(
         self, tokenizer: Any, prompt_text: str, prompt_ids: list[int], answer: str, chat: bool = False
     ) -> dict[str, Any]:

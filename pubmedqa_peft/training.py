@@ -214,7 +214,7 @@ def encode_examples(
         A dataset of ``{"input_ids", "labels"}`` lists, unpadded (the collator pads
         each batch to its own longest example).
     """
-    budget = max_length - family.answer_room(tokenizer, task.labels, chat)
+    budget = family.prompt_budget(tokenizer, task.labels, max_length, chat)
     # The ids computed while fitting each prompt are its inputs: no second tokenization.
     fitted = fit_prompts_encoded(tokenizer, rows, budget, source, chat, task)
     if not family.causal:

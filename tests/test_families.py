@@ -12,10 +12,12 @@ from transformers import AutoConfig, BartConfig, BertConfig, TrainerCallback
 from pubmedqa_peft import families, modeling
 from pubmedqa_peft.methods import registry
 from pubmedqa_peft.prompts import uses_chat
+from pubmedqa_peft.task import Task
 from pubmedqa_peft.training import encode_examples, train_method
 
 CAUSAL = ("tiny-llama", "tiny-qwen2", "tiny-mistral", "tiny-gpt2", "tiny-biogpt")
 # Learning rates that move a tiny random model within 4 steps.
+THREE = ("yes", "no", "maybe")
 TINY_LR = {"prompt": 0.3, "prefix": 0.05, "lora": 0.02, "ia3": 0.2, "full": 0.003}
 
 
@@ -67,6 +69,22 @@ def test_a_causal_example_is_prompt_answer_eos_with_loss_on_the_answer_only(tiny
         # The answer is what follows the prompt when both are encoded together (the harness's split).
         prompt = tok.decode(f["input_ids"][:n_prompt], skip_special_tokens=True)
         assert prompt.rstrip().endswith("yes or no.")
+
+
+@pytest.mark.parametrize("arch", ["tiny-t5", "tiny-gpt2"])
+def test_the_prompt_budget_leaves_room_for_exactly_the_longest_answer(tiny_t5_dir, tiny_model_dir, pqal_rows, arch):
+    directory = str(tiny_t5_dir if arch == "tiny-t5" else tiny_model_dir(arch))
+    tok, family, task = modeling.load_tokenizer(directory), modeling.load_family(directory), Task.of(THREE)
+    budget = family.prompt_budget(tok, task.labels, 64)
+    # One long record per answer: each prompt is cut to the budget, its answer follows.
+    rows = [{**pqal_rows[0], "id": label, "label": label} for label in task.labels]
+    features = encode_examples(tok, rows, 64, "rows", family, task=task).features
+    if not family.causal:
+        assert budget == 64 and all(len(f["input_ids"]) <= 64 for f in features)
+        return
+    answers = [sum(1 for label in f["labels"] if label != -100) for f in features]
+    assert all(len(f["input_ids"]) <= 64 for f in features)
+    assert max(answers) == 64 - budget  # answer + EOS of the longest, no more, no less
 
 
 def test_training_and_scoring_split_the_answer_alike(tiny_model_dir, pqal_rows):

@@ -202,7 +202,7 @@ def test_decoder_only_model(tiny_model_dir, tmp_path):
     pred = Predictor(models, include_base=True, eval_file=None, device="cpu")
     for m in ("prompt", "lora"):
         # the causal budget leaves room for the answer, as evaluate's does
-        budget = 96 - modeling.load_family(str(base)).answer_room(modeling.load_tokenizer(str(base)), LABELS)
+        budget = modeling.load_family(str(base)).prompt_budget(modeling.load_tokenizer(str(base)), LABELS, 96)
         np.testing.assert_allclose(p_yes(pred.predict(ROWS, m)), reference(models / m, base, max_len=budget), atol=1e-9)
 
 

@@ -312,7 +312,8 @@ class Predictor:
         for name, entry in self._methods.items():
             entry.tau = tau if tau is not None else taus.get(name)
             chat = getattr(entry.manifest, "chat_template", False)
-            entry.budget = entry.manifest.max_source_length - family.answer_room(self.tokenizer, self.task.labels, chat)
+            max_length = entry.manifest.max_source_length
+            entry.budget = family.prompt_budget(self.tokenizer, self.task.labels, max_length, chat)
         self.methods: list[str] = list(self._methods)
         log.info("predictor ready: %s on %s", ", ".join(self.methods), self.device)
 
