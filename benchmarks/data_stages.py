@@ -38,12 +38,10 @@ from typing import Any
 
 import yaml
 
+from pubmedqa_peft.fetch import sha256_file
+from pubmedqa_peft.large_data import PQAA_RECORDS, write_pqaa
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from pubmedqa_peft.fetch import sha256_file  # noqa: E402
-from pubmedqa_peft.large_data import PQAA_RECORDS, write_pqaa  # noqa: E402
-
 REAL_PQAL = ROOT.parent / "shared" / "data" / "pubmedqa" / "ori_pqal.json"
 RESULTS = ROOT / "benchmarks" / "results"
 STAGES = ("ingest", "clean", "split")

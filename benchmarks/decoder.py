@@ -67,22 +67,19 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import decoder_reference as ref  # (stock helpers: answer-only head, peak reset)
+import numpy as np
+import torch
+from speed import CACHE, MAX_LEN, PQAL, load_average, machine, peak_rss_mb
+
+from pubmedqa_peft import modeling, scoring, training
+from pubmedqa_peft.config import load_params, parse_params
+from pubmedqa_peft.data import clean_records, read_raw
+from pubmedqa_peft.families import ANSWER_DELIMITER
+from pubmedqa_peft.methods import registry
+from pubmedqa_peft.prompts import LABELS, fit_prompts_encoded, verbalize
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import decoder_reference as ref  # noqa: E402  (stock helpers: answer-only head, peak reset)
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from speed import CACHE, MAX_LEN, PQAL, load_average, machine, peak_rss_mb  # noqa: E402
-
-from pubmedqa_peft import modeling, scoring, training  # noqa: E402
-from pubmedqa_peft.config import load_params, parse_params  # noqa: E402
-from pubmedqa_peft.data import clean_records, read_raw  # noqa: E402
-from pubmedqa_peft.families import ANSWER_DELIMITER  # noqa: E402
-from pubmedqa_peft.methods import registry  # noqa: E402
-from pubmedqa_peft.prompts import LABELS, fit_prompts_encoded, verbalize  # noqa: E402
 
 log = logging.getLogger("decoder")
 
@@ -450,7 +447,7 @@ def main() -> None:
         worker = Worker(model_dir, answers, worker_log)  # loads while the prompts are fitted here
         try:
             tokenizer = modeling.load_tokenizer(str(model_dir))
-            budget = MAX_LEN - modeling.load_family(str(model_dir)).answer_room(tokenizer, LABELS)
+            budget = modeling.load_family(str(model_dir)).prompt_budget(tokenizer, LABELS, MAX_LEN)
             chunks, _ = scoring_chunks(tokenizer, cfg, budget)
             worker.reply()  # ready
             doc["scoring"] = scoring_section(model_dir, cfg, params.evaluate.batch_size, worker, chunks)

@@ -43,10 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference import BATCH, MAX_LEN, NEW_TOKENS, parse_answer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 RESULT = "RESULT "
 """Prefix of the reply line on stdout (libraries may print other lines)."""

@@ -44,21 +44,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import speed  # (benchmarks/speed.py: model building, FLOP counting, records)
+import torch
+import yaml
+
+from pubmedqa_peft import files, modeling, scoring
+from pubmedqa_peft.config import load_params
+from pubmedqa_peft.data import clean_records, read_raw
+from pubmedqa_peft.prompts import LABELS, fit_prompts_encoded
+from pubmedqa_peft.splits import stratified_split
+
 ROOT = Path(__file__).resolve().parents[1]
-for entry in (ROOT, ROOT / "benchmarks"):
-    if str(entry) not in sys.path:
-        sys.path.insert(0, str(entry))
-
-import numpy as np  # noqa: E402
-import speed  # noqa: E402  (benchmarks/speed.py: model building, FLOP counting, records)
-import torch  # noqa: E402
-import yaml  # noqa: E402
-
-from pubmedqa_peft import files, modeling, scoring  # noqa: E402
-from pubmedqa_peft.config import load_params  # noqa: E402
-from pubmedqa_peft.data import clean_records, read_raw  # noqa: E402
-from pubmedqa_peft.prompts import LABELS, fit_prompts_encoded  # noqa: E402
-from pubmedqa_peft.splits import stratified_split  # noqa: E402
 
 log = logging.getLogger("scale")
 

@@ -40,7 +40,6 @@ import logging
 import os
 import re
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -49,22 +48,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import speed  # (benchmarks/speed.py: the model, the sample, the machine description)
+import torch
+from scipy.special import softmax
+
+from pubmedqa_peft import modeling, scoring
+from pubmedqa_peft.manifest import RunManifest, write_manifest
+from pubmedqa_peft.methods import registry
+from pubmedqa_peft.prompts import LABELS, TEMPLATE_VERSION, fit_prompts_encoded
+from pubmedqa_peft.serve import start_process
+from pubmedqa_peft.serving.http import Limits
+
 ROOT = Path(__file__).resolve().parents[1]
-for path in (ROOT, ROOT / "benchmarks"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-import numpy as np  # noqa: E402
-import speed  # noqa: E402  (benchmarks/speed.py: the model, the sample, the machine description)
-import torch  # noqa: E402
-from scipy.special import softmax  # noqa: E402
-
-from pubmedqa_peft import modeling, scoring  # noqa: E402
-from pubmedqa_peft.manifest import RunManifest, write_manifest  # noqa: E402
-from pubmedqa_peft.methods import registry  # noqa: E402
-from pubmedqa_peft.prompts import LABELS, TEMPLATE_VERSION, fit_prompts_encoded  # noqa: E402
-from pubmedqa_peft.serve import start_process  # noqa: E402
-from pubmedqa_peft.serving.http import Limits  # noqa: E402
 
 log = logging.getLogger("serving")
 
@@ -120,7 +116,7 @@ class Offline:
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="offline")
         self.tokenizer = modeling.load_tokenizer(str(model_dir))
         self.model = modeling.load_trained_model(models / METHOD, torch.device("cpu"))
-        self.budget = MAX_LEN - modeling.load_family(str(model_dir)).answer_room(self.tokenizer, LABELS)
+        self.budget = modeling.load_family(str(model_dir)).prompt_budget(self.tokenizer, LABELS, MAX_LEN)
         self.texts = [f.text for f in fit_prompts_encoded(self.tokenizer, rows, self.budget, "sample")]
         loglik = self.thread.submit(
             scoring.score_yes_no, self.model, self.tokenizer, self.texts, BATCH_SIZE, self.budget, progress=False

@@ -55,22 +55,18 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import reference  # (benchmarks/reference.py: the usual way, stock transformers)
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from pubmedqa_peft import modeling, scoring
+from pubmedqa_peft.config import load_params, parse_params
+from pubmedqa_peft.data import clean_records, read_raw
+from pubmedqa_peft.methods import registry
+from pubmedqa_peft.prompts import LABELS, fit_prompts_encoded
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count  # noqa: E402
-
-from pubmedqa_peft import modeling, scoring  # noqa: E402
-from pubmedqa_peft.config import load_params, parse_params  # noqa: E402
-from pubmedqa_peft.data import clean_records, read_raw  # noqa: E402
-from pubmedqa_peft.methods import registry  # noqa: E402
-from pubmedqa_peft.prompts import LABELS, fit_prompts_encoded  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import reference  # noqa: E402  (benchmarks/reference.py: the usual way, stock transformers)
 
 log = logging.getLogger("speed")
 
