@@ -409,6 +409,23 @@ def dropout_settings(config: Any) -> list[str]:
     )
 
 
+def skips_layers(config: Any) -> bool:
+    """Whether the model skips whole layers at random while training (LayerDrop above 0).
+
+    Only then can a training step leave trainable parameters unused, which DDP must be told
+    to search for (``find_unused_parameters``); every method on every supported family uses
+    all its trainable parameters in each step otherwise (tests/test_training.py and
+    tests/test_families.py check it). BioGPT has ``layerdrop`` (0 in its checkpoint).
+
+    Args:
+        config: A ``PretrainedConfig``.
+    """
+    return any(
+        key.endswith("layerdrop") and isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+        for key, value in config.to_dict().items()
+    )
+
+
 QUANTIZATIONS = ("none", "4bit", "8bit")
 
 

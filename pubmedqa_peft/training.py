@@ -387,6 +387,10 @@ def train_method(
         use_cpu=device.type == "cpu",
         # DDP over gloo on CPU (Accelerate would take MPI where torch has it); NCCL on CUDA by default.
         ddp_backend="gloo" if device.type == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        # The Trainer would have DDP search every step for parameters the step left unused (a
+        # PEFT model is not a PreTrainedModel, so it assumes some may be) and warn that it found
+        # none: a whole extra pass over the autograd graph. Only LayerDrop leaves any unused.
+        ddp_find_unused_parameters=modeling.skips_layers(model.config),
         # Weights stay float32; the forward and backward run under autocast (fp16 with loss scaling).
         bf16=precision == "bf16",
         fp16=precision == "fp16",

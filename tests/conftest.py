@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,6 +96,27 @@ def pqal_rows(shared_data: Path) -> list[dict]:
     from pubmedqa_peft.data import clean_records, read_raw
 
     return clean_records(read_raw(shared_data / "ori_pqal.json"), ("yes", "no")).records
+
+
+def gradient_probe() -> Any:
+    """A Trainer callback that records, before each optimizer step, the trainable parameters with no gradient.
+
+    Training runs DDP without its search for unused parameters (``modeling.skips_layers``);
+    a method that left a trainable parameter out of a step would fail there, so the method
+    tests check ``probe.missing == set()`` (and ``probe.steps > 0``).
+    """
+    from transformers import TrainerCallback
+
+    class GradientProbe(TrainerCallback):
+        def __init__(self) -> None:
+            self.steps = 0
+            self.missing: set[str] = set()
+
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            self.steps += 1
+            self.missing |= {n for n, p in model.named_parameters() if p.requires_grad and p.grad is None}
+
+    return GradientProbe()
 
 
 def tiny_params(model_dir: Path, **sections: dict) -> object:

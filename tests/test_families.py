@@ -6,7 +6,7 @@ import types
 
 import pytest
 import torch
-from conftest import tiny_params
+from conftest import gradient_probe, tiny_params
 from transformers import AutoConfig, BartConfig, BertConfig, TrainerCallback
 
 from pubmedqa_peft import families, modeling
@@ -134,7 +134,7 @@ def test_every_method_trains_on_every_decoder_family_and_reloads_bit_identically
         **{f"train_{method}": {"lr": TINY_LR[method]}},
     )
     train_rows, val_rows = pqal_rows[:16], pqal_rows[16:20]
-    kept = _KeepModel()
+    kept, probe = _KeepModel(), gradient_probe()
     train_method(
         method,
         params,
@@ -145,8 +145,9 @@ def test_every_method_trains_on_every_decoder_family_and_reloads_bit_identically
         plots_out=None,
         checkpoints=tmp_path / "ckpt",
         fingerprint="family",
-        callbacks=[kept],
+        callbacks=[kept, probe],
     )
+    assert probe.steps > 0 and probe.missing == set()  # every trainable parameter learns in every step
     tok = modeling.load_tokenizer(str(directory))
     chat = uses_chat(tok, params.model.chat_template)  # tiny-qwen2 has a chat template: its runs use it
     features = encode_examples(

@@ -181,6 +181,18 @@ def test_dropout_settings_match_each_family_and_skip_layerdrop() -> None:
     ]
 
 
+def test_only_layerdrop_above_zero_makes_ddp_search_for_unused_parameters() -> None:
+    from transformers import BioGptConfig, GPT2Config, LlamaConfig, T5Config
+
+    # The checkpoints' own settings: no family skips layers (BioGPT's layerdrop is 0).
+    for config in (T5Config(), LlamaConfig(), GPT2Config(), BioGptConfig()):
+        assert not modeling.skips_layers(config), type(config).__name__
+    assert modeling.skips_layers(BioGptConfig(layerdrop=0.1))
+    odd = SimpleNamespace(to_dict=lambda: {"encoder_layerdrop": 0.2, "decoder_layerdrop": 0.0})
+    assert modeling.skips_layers(odd)
+    assert not modeling.skips_layers(SimpleNamespace(to_dict=lambda: {"layerdrop": True, "other": 0.5}))
+
+
 @pytest.mark.parametrize("name", ["./models/no-such-model", "/no/such/model/dir", "models/a/b", "~/no-such-model-dir"])
 def test_missing_local_directory(name: str) -> None:
     for load in (modeling.load_tokenizer, lambda n: modeling.load_base_model(n, CPU)):

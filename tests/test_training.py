@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_params
+from conftest import gradient_probe, tiny_params
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -88,8 +88,11 @@ def _weights(directory):
 def test_training_lowers_the_loss_and_saves_a_model_that_reloads_bit_identically(tmp_path, tiny_t5_dir, rows, variant):
     method, section = VARIANTS[variant]
     section = {"lr": TINY_LR[method], **section}
-    kept = _KeepModel()
-    params, out, metrics = _train(tmp_path, tiny_t5_dir, method, rows, callbacks=[kept], **{f"train_{method}": section})
+    kept, probe = _KeepModel(), gradient_probe()
+    params, out, metrics = _train(
+        tmp_path, tiny_t5_dir, method, rows, callbacks=[kept, probe], **{f"train_{method}": section}
+    )
+    assert probe.steps > 0 and probe.missing == set()  # every trainable parameter learns in every step
     tok = modeling.load_tokenizer(str(tiny_t5_dir))
     base = modeling.load_base_model(str(tiny_t5_dir), torch.device("cpu"))
     before = _mean_loss(base, tok, rows[0], params.model.max_source_length)
