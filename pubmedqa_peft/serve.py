@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pubmedqa_peft.config import ConfigError
+from pubmedqa_peft.serving.cli import add_precision_argument
 from pubmedqa_peft.stage import PipelineError, one_line, setup_logging
 
 log = logging.getLogger("pubmedqa_peft.serve")
@@ -59,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tau", type=float, help="abstain below this confidence for every method (overrides)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass inside a batch")
+    add_precision_argument(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (0: any free port)")
     parser.add_argument(
@@ -175,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             tau=args.tau,
             device=args.device,
             batch_size=args.batch_size,
+            precision=args.precision,
         )
         sock = bind(args.host, args.port)
     except (PipelineError, ConfigError, ValueError) as err:

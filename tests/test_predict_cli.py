@@ -81,6 +81,14 @@ def test_single_question(models, expected, capsys):
     assert "id" not in answer
 
 
+def test_precision_reaches_the_scoring(models, capsys):
+    item = ITEMS[0]
+    out, _ = main(capsys, "--models-dir", str(models), "--method", "lora", "--question", item["question"],
+                  "--context", item["context"], "--precision", "bf16")  # fmt: skip
+    (want,) = Predictor(models, ["lora"], eval_file=None, precision="bf16").predict([item], "lora")
+    same(json.loads(out), want, tol=1e-9)
+
+
 def test_file_mode_with_tau(models, expected, tmp_path, capsys):
     source = tmp_path / "items.jsonl"
     source.write_text("".join(json.dumps(i) + "\n" + ("\n" if n == 0 else "") for n, i in enumerate(ITEMS)))
@@ -159,6 +167,12 @@ def test_a_question_too_long_names_its_line(models, tmp_path, capsys):
         (["--method", "dora", "--question", "q", "--context", "c"], 1, "no trained model 'dora'"),
         (["--method", "lora", "--question", " ", "--context", "c"], 1, "'question' must be a non-empty string"),
         (["--method", "lora", "--input", "missing.jsonl", "--output", "y"], 1, "input file not found: missing.jsonl"),
+        (["--precision", "fp8", "--question", "q", "--context", "c"], 2, "argument --precision: invalid choice: 'fp8'"),
+        (
+            ["--method", "lora", "--device", "cpu", "--precision", "fp16", "--question", "q", "--context", "c"],
+            1,
+            "precision=fp16 is not supported on a CPU; set precision: bf16",
+        ),
     ],
 )
 def test_bad_arguments(models, capsys, argv, code, message, monkeypatch, tmp_path):

@@ -170,6 +170,21 @@ def test_startup_errors_are_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
     assert lines == [f"error: demo: cannot listen on 127.0.0.1:{port} (Address already in use); choose another --port"]
 
 
+@pytest.mark.parametrize("command", ["demo", "serve"])
+def test_a_precision_the_device_cannot_run_stops_startup_in_one_line(predictor, command, monkeypatch, capsys):
+    from pubmedqa_peft import serve
+
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    run = demo.main if command == "demo" else serve.main
+    argv = ["--models-dir", str(predictor.models_dir), "--device", "cpu", "--precision", "fp16", "--port", "0"]
+    with pytest.raises(SystemExit) as exit_info:
+        run(argv if command == "serve" else [*argv[:-1], str(free_port())])
+    assert exit_info.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    message = "precision=fp16 is not supported on a CPU; set precision: bf16 (or fp32 or auto)"
+    assert lines[-1] == f"error: {command}: {message}"
+
+
 # --- end to end: the real command on the pipeline's models, a real browser -------------------
 
 

@@ -43,7 +43,7 @@ def predictor(models_dir) -> Predictor:
     return Predictor(models_dir, include_base=True, eval_file=None, device="cpu")
 
 
-def reference(model_dir: Path, base_dir: Path, rows=ROWS, max_len: int = 96) -> np.ndarray:
+def reference(model_dir: Path, base_dir: Path, rows=ROWS, max_len: int = 96, precision: str = "fp32") -> np.ndarray:
     """P(yes) as evaluate computes it: a freshly loaded model, fitted ids, score_yes_no."""
     device = torch.device("cpu")
     tokenizer = modeling.load_tokenizer(str(base_dir))
@@ -53,7 +53,8 @@ def reference(model_dir: Path, base_dir: Path, rows=ROWS, max_len: int = 96) -> 
     prompts = fit_prompts_encoded(tokenizer, rows, max_len, "rows")
     causal = scoring.is_causal(model)
     inputs = [p.text if causal else p.input_ids for p in prompts]
-    return scoring.probabilities(scoring.score_yes_no(model, tokenizer, inputs, 8, max_len, progress=False))
+    loglik = scoring.score_yes_no(model, tokenizer, inputs, 8, max_len, progress=False, precision=precision)
+    return scoring.probabilities(loglik)
 
 
 def p_yes(answers: list[dict]) -> np.ndarray:
@@ -70,6 +71,18 @@ def test_every_method_on_one_base_scores_as_if_loaded_alone(predictor, models_di
         np.testing.assert_allclose(got[m], want, atol=1e-9, err_msg=m)
     assert np.abs(got["lora"] - got["lora2"]).max() > 1e-3  # two different adapters, really
     assert np.abs(got["lora"] - got["base"]).max() > 1e-3
+
+
+def test_a_precision_scores_as_evaluate_does_in_that_precision(predictor, models_dir, tiny_t5_dir):
+    assert predictor.precision == "fp32"  # auto, on a CPU: evaluate's default there too
+    bf16 = Predictor(models_dir, ["lora"], eval_file=None, device="cpu", precision="bf16")
+    assert bf16.precision == "bf16"
+    got = p_yes(bf16.predict(ROWS, "lora"))
+    np.testing.assert_allclose(got, reference(models_dir / "lora", tiny_t5_dir, precision="bf16"), atol=1e-9)
+    # Autocast took effect, and it moved the probabilities by rounding only.
+    assert 0 < np.abs(got - p_yes(predictor.predict(ROWS, "lora"))).max() < 0.05
+    with pytest.raises(PredictError, match=r"^precision=fp16 is not supported on a CPU; set precision: bf16"):
+        Predictor(models_dir, ["lora"], eval_file=None, device="cpu", precision="fp16")
 
 
 def test_answer_shape_and_abstention(models_dir):

@@ -58,6 +58,21 @@ def _positive(text: str) -> int:
     return value
 
 
+def add_precision_argument(p: argparse.ArgumentParser) -> None:
+    """``--precision``, shared by predict, serve and the demo (as ``evaluate.precision``)."""
+    from typing import get_args
+
+    from pubmedqa_peft.config import Precision
+
+    p.add_argument(
+        "--precision",
+        choices=get_args(Precision),
+        default="auto",
+        help="scoring precision, as evaluate.precision: auto is bf16 on a GPU with native bf16, "
+        "fp16 on older GPUs, fp32 on CPU",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m pubmedqa_peft.predict``."""
     from pubmedqa_peft.modeling import DEVICES
@@ -89,6 +104,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto (default), cpu, cuda or mps")
     p.add_argument("--batch-size", type=_positive, default=8, help="prompts per scoring batch (default 8)")
+    add_precision_argument(p)
     return p
 
 
@@ -258,6 +274,7 @@ def _run(args: argparse.Namespace) -> None:
         tau=args.tau,
         device=args.device,
         batch_size=args.batch_size,
+        precision=args.precision,
     )
     if args.question is not None:
         (answer,) = predictor.predict([{"question": args.question, "context": args.context}], method)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pubmedqa_peft import files, paths
 from pubmedqa_peft.plotting import method_color, method_label
+from pubmedqa_peft.serving.cli import add_precision_argument
 from pubmedqa_peft.stage import PipelineError, one_line, setup_logging
 from pubmedqa_peft.task import LABEL_ORDER, Task
 
@@ -303,6 +304,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s, local only)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, mps (default: auto)")
+    add_precision_argument(parser)
     return parser
 
 
@@ -324,7 +326,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         log.info("loading the base model and the methods in %s", args.models_dir)
         from pubmedqa_peft.serving.predictor import Predictor
 
-        predictor = Predictor(args.models_dir, args.methods, include_base=True, device=args.device)
+        predictor = Predictor(
+            args.models_dir, args.methods, include_base=True, device=args.device, precision=args.precision
+        )
         demo = build_demo(predictor, examples)
         log.info("serving %s at http://%s:%d", ", ".join(predictor.methods), args.host, args.port)
         demo.queue().launch(

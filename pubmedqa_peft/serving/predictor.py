@@ -210,6 +210,7 @@ class Predictor:
         device: str = "auto",
         batch_size: int = 8,
         base_model: str | None = None,
+        precision: str = "auto",
     ) -> None:
         """Load the base model and every method on it.
 
@@ -226,6 +227,10 @@ class Predictor:
             batch_size: Prompts per scoring batch.
             base_model: Load the base from here instead of the manifests' ``base_model``
                 (a local copy of the same model, e.g. on a machine without the hub).
+            precision: Scoring precision, as ``evaluate.precision``: ``auto`` (bf16 on a GPU
+                with native bf16, fp16 on older GPUs, fp32 on CPU), ``fp32``, ``bf16`` or
+                ``fp16``. The default scores as ``evaluate`` does by default, so that served
+                probabilities are the ones its tau was chosen on.
 
         Raises:
             PredictError: If a model directory is missing or unusable, the methods were
@@ -237,7 +242,7 @@ class Predictor:
         self.batch_size = batch_size
         self.models_dir = Path(models_dir)
         try:
-            self._load(methods, include_base, eval_file, check_tau(tau), device, base_model)
+            self._load(methods, include_base, eval_file, check_tau(tau), device, base_model, precision)
         except PredictError:
             raise
         except PipelineError as err:  # model loading errors: one type for callers to catch
@@ -268,6 +273,7 @@ class Predictor:
         tau: float | None,
         device: str,
         base_model: str | None,
+        precision: str,
     ) -> None:
         names, include_base = self._discover(methods, include_base)
         all_found = trained_methods(self.models_dir)
@@ -283,6 +289,8 @@ class Predictor:
         self.base_name = first.base_model
         source = base_model or first.base_model
         self.device = modeling.resolve_device(device)
+        self.precision = modeling.resolve_precision(precision, self.device, "precision")
+        """The resolved scoring precision: ``fp32``, ``bf16`` or ``fp16``."""
         self.tokenizer = modeling.load_tokenizer(source)
         family = modeling.load_family(source)
         if family.name != first.family:
@@ -315,7 +323,7 @@ class Predictor:
             max_length = entry.manifest.max_source_length
             entry.budget = family.prompt_budget(self.tokenizer, self.task.labels, max_length, chat)
         self.methods: list[str] = list(self._methods)
-        log.info("predictor ready: %s on %s", ", ".join(self.methods), self.device)
+        log.info("predictor ready: %s on %s (%s)", ", ".join(self.methods), self.device, self.precision)
 
     def _check_compatible(self, manifests: Mapping[str, RunManifest]) -> None:
         bases = {m.base_model for m in manifests.values()}
@@ -481,6 +489,7 @@ class Predictor:
                 progress=False,
                 chat=chat,
                 labels=self.task.labels,
+                precision=self.precision,
             )
         except (ValueError, RuntimeError) as err:
             raise PredictError(f"scoring with {name!r} failed: {type(err).__name__}: {err}") from None
