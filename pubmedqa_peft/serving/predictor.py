@@ -229,8 +229,9 @@ class Predictor:
                 (a local copy of the same model, e.g. on a machine without the hub).
             precision: Scoring precision, as ``evaluate.precision``: ``auto`` (bf16 on a GPU
                 with native bf16, fp16 on older GPUs, fp32 on CPU), ``fp32``, ``bf16`` or
-                ``fp16``. The default scores as ``evaluate`` does by default, so that served
-                probabilities are the ones its tau was chosen on.
+                ``fp16``. ``auto`` resolves as ``evaluate.precision``'s default does on the same
+                device, so served probabilities match those its tau was chosen on when
+                evaluate ran with its default there.
 
         Raises:
             PredictError: If a model directory is missing or unusable, the methods were
