@@ -16,8 +16,8 @@ from pubmedqa_peft.task import Task
 from pubmedqa_peft.training import encode_examples, train_method
 
 CAUSAL = ("tiny-llama", "tiny-qwen2", "tiny-mistral", "tiny-gpt2", "tiny-biogpt")
-# Learning rates that move a tiny random model within 4 steps.
 THREE = ("yes", "no", "maybe")
+# Learning rates that move a tiny random model within 4 steps.
 TINY_LR = {"prompt": 0.3, "prefix": 0.05, "lora": 0.02, "ia3": 0.2, "full": 0.003}
 
 

@@ -26,8 +26,9 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, get_args
 
+from pubmedqa_peft.config import Precision
 from pubmedqa_peft.stage import PipelineError, one_line, setup_logging
 
 PROG = "python -m pubmedqa_peft.predict"
@@ -60,10 +61,6 @@ def _positive(text: str) -> int:
 
 def add_precision_argument(p: argparse.ArgumentParser) -> None:
     """``--precision``, shared by predict, serve and the demo (as ``evaluate.precision``)."""
-    from typing import get_args
-
-    from pubmedqa_peft.config import Precision
-
     p.add_argument(
         "--precision",
         choices=get_args(Precision),
